@@ -1,0 +1,28 @@
+"""The handler SDK of durable-proxy: durable steps for ordinary async Python handlers.
+
+Declare a ``Service``, register handlers on it, and mount ``Endpoint(...).asgi()``
+in a FastAPI or Starlette app; the proxy invokes the handlers and journals their
+steps, so a crashed or failed invocation resumes where it stopped.
+"""
+
+from .context import Context, RunOptions
+from .endpoint import Endpoint
+from .errors import InputError, NonDeterminismError, SdkInternalError, TerminalError
+from .service import Service
+from .step import StepInfo, current_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Context",
+    "current_step",
+    "Endpoint",
+    "InputError",
+    "NonDeterminismError",
+    "RunOptions",
+    "SdkInternalError",
+    "Service",
+    "StepInfo",
+    "TerminalError",
+]

@@ -1,0 +1,195 @@
+"""The admin API, for operators and the CLI. It listens on loopback unless told otherwise.
+
+=================================  ==================================================
+``POST /deployments``              ``{"uri": ...}``: discover and register a deployment
+``GET  /deployments``              deployments with their instances and services
+``GET  /deployments/{id}``         one deployment
+``GET  /services``                 services with their handlers' schemas
+``GET  /services/{name}``          one service
+``GET  /invocations``              ``?status=&limit=``, most recent first
+``GET  /invocations/{id}``         one invocation with its journal and attempts
+``GET  /health``                   liveness
+=================================  ==================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, get_args
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .errors import BadRequest, NotFound, ProxyError
+from .http import decode_json, error_response, json_response, read_body
+from .store.base import AttemptRow, Deployment, Invocation, InvocationStatus, JournalRow, StoredFailure
+
+if TYPE_CHECKING:
+    from .app import Runtime
+
+_STATUSES = get_args(InvocationStatus)
+_ADMIN_BODY_LIMIT = 1024 * 1024
+
+
+def _raw(data: bytes | None) -> msgspec.Raw | None:
+    return None if data is None else msgspec.Raw(data)
+
+
+def _failure(failure: StoredFailure | None) -> dict[str, Any] | None:
+    return None if failure is None else {"code": failure.code, "message": failure.message}
+
+
+def invocation_json(invocation: Invocation) -> dict[str, Any]:
+    return {
+        "id": invocation.id,
+        "service": invocation.service,
+        "handler": invocation.handler,
+        "key": invocation.key,
+        "status": invocation.status,
+        "attempt": invocation.attempt,
+        "journal_length": invocation.journal_len,
+        "deployment_id": invocation.deployment_id,
+        "idempotency_key": invocation.idempotency_key,
+        "created_at_ms": invocation.created_at_ms,
+        "modified_at_ms": invocation.modified_at_ms,
+        "completed_at_ms": invocation.completed_at_ms,
+        "next_run_at_ms": invocation.next_run_at_ms,
+        "input": _raw(invocation.input),
+        "output": _raw(invocation.output),
+        "failure": _failure(invocation.failure),
+        "last_failure": _failure(invocation.last_failure),
+    }
+
+
+def journal_json(row: JournalRow) -> dict[str, Any]:
+    return {
+        "index": row.index,
+        "kind": row.kind,
+        "name": row.name,
+        "attempt": row.attempt,
+        "created_at_ms": row.created_at_ms,
+        "entry": msgspec.Raw(row.entry),
+    }
+
+
+def attempt_json(row: AttemptRow) -> dict[str, Any]:
+    return {
+        "attempt": row.attempt,
+        "endpoint": row.endpoint,
+        "started_at_ms": row.started_at_ms,
+        "ended_at_ms": row.ended_at_ms,
+        "outcome": row.outcome,
+        "failure": _failure(row.failure),
+    }
+
+
+def deployment_json(deployment: Deployment, services: list[str]) -> dict[str, Any]:
+    return {
+        "id": deployment.id,
+        "endpoints": deployment.endpoints,
+        "created_at_ms": deployment.created_at_ms,
+        "services": services,
+    }
+
+
+def create_admin_app(runtime: Runtime) -> Starlette:
+    rt = runtime
+
+    def services_of(deployment_id: str) -> list[str]:
+        return [s.name for s in rt.registry.services() if s.deployment_id == deployment_id]
+
+    async def register(request: Request) -> Response:
+        body = decode_json(await read_body(request, _ADMIN_BODY_LIMIT))
+        uri = body.get("uri") if isinstance(body, dict) else None
+        if not isinstance(uri, str) or not uri:
+            raise BadRequest('the body must be a JSON object with a "uri" string, e.g. {"uri": "http://host:9080"}')
+        deployment, manifest = await rt.registry.register(uri)
+        result = deployment_json(deployment, [s.name for s in manifest.services])
+        return json_response(result, 201)
+
+    async def list_deployments(request: Request) -> Response:
+        return json_response(
+            {"deployments": [deployment_json(d, services_of(d.id)) for d in rt.registry.deployments()]}
+        )
+
+    async def get_deployment(request: Request) -> Response:
+        deployment = await rt.store.get_deployment(request.path_params["id"])
+        if deployment is None:
+            raise NotFound(f"deployment {request.path_params['id']} not found")
+        return json_response(deployment_json(deployment, services_of(deployment.id)))
+
+    def service_json(name: str) -> dict[str, Any]:
+        info = next((s for s in rt.registry.services() if s.name == name), None)
+        if info is None:
+            raise NotFound(f"service '{name}' is not registered")
+        return {
+            "name": info.name,
+            "kind": info.manifest.kind,
+            "deployment_id": info.deployment_id,
+            "handlers": [
+                {"name": h.name, "input_schema": h.input_schema, "output_schema": h.output_schema}
+                for h in info.manifest.handlers
+            ],
+        }
+
+    async def list_services(request: Request) -> Response:
+        return json_response({"services": [service_json(s.name) for s in rt.registry.services()]})
+
+    async def get_service(request: Request) -> Response:
+        return json_response(service_json(request.path_params["name"]))
+
+    async def list_invocations(request: Request) -> Response:
+        status = request.query_params.get("status")
+        if status is not None and status not in _STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(_STATUSES)}, got '{status}'")
+        limit_text = request.query_params.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise BadRequest(f"limit must be a number from 1 to 1000, got '{limit_text}'")
+        rows = await rt.store.list_invocations(status=status, limit=int(limit_text))  # type: ignore[arg-type]
+        return json_response({"invocations": [invocation_json(i) for i in rows]})
+
+    async def get_invocation(request: Request) -> Response:
+        invocation_id = request.path_params["id"]
+        invocation = await rt.store.get_invocation(invocation_id)
+        if invocation is None:
+            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+        journal = await rt.store.get_journal(invocation_id)
+        attempts = await rt.store.get_attempts(invocation_id)
+        result = invocation_json(invocation)
+        result["journal"] = [journal_json(row) for row in journal]
+        result["attempts"] = [attempt_json(row) for row in attempts]
+        return json_response(result)
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def on_proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        return error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = (
+            f"no admin route for {request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else (str(exc.detail))
+        )
+        return json_response({"code": code, "message": message}, exc.status_code)
+
+    return Starlette(
+        routes=[
+            Route("/deployments", register, methods=["POST"]),
+            Route("/deployments", list_deployments, methods=["GET"]),
+            Route("/deployments/{id}", get_deployment, methods=["GET"]),
+            Route("/services", list_services, methods=["GET"]),
+            Route("/services/{name}", get_service, methods=["GET"]),
+            Route("/invocations", list_invocations, methods=["GET"]),
+            Route("/invocations/{id}", get_invocation, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={ProxyError: on_proxy_error, HTTPException: on_http_error},
+    )

@@ -1,0 +1,129 @@
+"""The proxy runtime: the store, the registry, the invoker and the HTTP apps that share them.
+
+``Runtime.open(settings, ...)`` is the one place resources are made and released;
+``durable-proxy serve`` and the tests both go through it. Every dependency can
+be passed in (a store, an HTTP transport to reach handlers, a clock), so tests
+run the whole proxy in-process without ports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .admin import create_admin_app
+from .callbacks import Callbacks
+from .clock import Clock, SystemClock
+from .config import Settings
+from .ingress import Ingress
+from .invoker import Invoker
+from .registry import Registry
+from .store import open_store
+from .store.base import JournalStore
+from .tokens import TokenSigner
+from .waiters import Waiters
+
+log = logging.getLogger("durable_proxy")
+
+
+class Runtime:
+    """Everything one running proxy holds. Build it with ``Runtime.open``."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JournalStore,
+        clock: Clock,
+        client: httpx.AsyncClient,
+        signer: TokenSigner,
+        callback_base: str,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.client = client
+        self.signer = signer
+        self.waiters = Waiters()
+        self.registry = Registry(store, clock, client, settings.unhealthy_endpoint_ms)
+        self.invoker = Invoker(
+            store=store,
+            registry=self.registry,
+            clock=clock,
+            client=client,
+            settings=settings,
+            waiters=self.waiters,
+            signer=signer,
+            callback_base=callback_base,
+        )
+        self.callbacks = Callbacks(self)
+        self.ingress: ASGIApp = Ingress(self)
+        self.admin: ASGIApp = create_admin_app(self)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        store: JournalStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        callback_base: str | None = None,
+    ) -> AsyncIterator[Runtime]:
+        """Open the store, recover in-flight invocations, and run until the block exits."""
+        store = store if store is not None else open_store(settings.db, synchronous=settings.sqlite_synchronous)
+        await store.open()
+        client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout_ms / 1000),
+            limits=httpx.Limits(max_connections=settings.max_concurrent_attempts, max_keepalive_connections=100),
+        )
+        try:
+            runtime = cls(
+                settings=settings,
+                store=store,
+                clock=clock or SystemClock(),
+                client=client,
+                signer=TokenSigner(await store.secret()),
+                callback_base=callback_base or settings.callback_base(),
+            )
+            await runtime.registry.load()
+            await runtime.recover()
+            try:
+                yield runtime
+            finally:
+                await runtime.invoker.close()
+        finally:
+            await client.aclose()
+            await store.close()
+
+    async def recover(self) -> None:
+        """Fence every attempt a previous process left running, then resume every unfinished invocation."""
+        abandoned = await self.store.abandon_running(self.clock.now_ms())
+        active = await self.store.list_active()
+        for invocation_id, next_run_at_ms in active:
+            self.invoker.schedule(invocation_id, at_ms=next_run_at_ms)
+        if active:
+            log.info("resuming %d unfinished invocations (%d were running)", len(active), abandoned)
+
+
+class PortDispatcher:
+    """One ASGI app for both listeners: requests to the admin port go to the admin API."""
+
+    def __init__(self, runtime: Runtime, admin_port: int) -> None:
+        self._runtime = runtime
+        self._admin_port = admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return
+        server = scope.get("server")
+        if server is not None and server[1] == self._admin_port:
+            await self._runtime.admin(scope, receive, send)
+        else:
+            await self._runtime.ingress(scope, receive, send)

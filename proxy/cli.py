@@ -1,0 +1,186 @@
+"""``durable-proxy``: run the proxy and talk to its admin API.
+
+    durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070]
+    durable-proxy register URI [--admin-url http://127.0.0.1:9070]
+    durable-proxy migrate [--db PATH]
+
+Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from . import __version__
+from .config import Settings
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="durable-proxy", description="Durable execution for Python web services.")
+    parser.add_argument("--version", action="version", version=f"durable-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy (ingress and admin API)")
+    serve.add_argument("--db", help="SQLite database file (default: durable-proxy.db)")
+    serve.add_argument("--host", help="ingress address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="ingress port (default: 8080)")
+    serve.add_argument("--admin-host", help="admin API address (default: 127.0.0.1)")
+    serve.add_argument("--admin-port", type=int, help="admin API port (default: 9070)")
+    serve.add_argument("--advertised-url", help="base URL handlers use to reach this proxy (default: http://HOST:PORT)")
+    serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default: 32 MiB)")
+    serve.add_argument("--inactivity-timeout-ms", type=int, help="abandon a silent attempt after this (default: 60000)")
+    serve.add_argument("--abort-timeout-ms", type=int, help="abandon any attempt after this (default: 600000)")
+    serve.add_argument("--retry-max-attempts", type=int, help="attempts before an invocation fails (default: 30)")
+    serve.add_argument("--retry-initial-interval-ms", type=int, help="first retry delay (default: 100)")
+    serve.add_argument("--retry-max-interval-ms", type=int, help="largest retry delay (default: 30000)")
+    serve.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], help="SQLite durability (default: FULL)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    register = commands.add_parser("register", help="register a deployment (an endpoint serving handlers)")
+    register.add_argument("uri", help="the endpoint's base URL, e.g. http://127.0.0.1:9080/durable")
+    register.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
+    migrate.add_argument("--db", help="SQLite database file (default: durable-proxy.db)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "register":
+            return _register(args)
+        if args.command == "migrate":
+            return _migrate(args)
+    except ValueError as exc:
+        print(f"durable-proxy: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = [
+        "db", "host", "port", "admin_host", "admin_port", "advertised_url", "max_body_bytes",
+        "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
+        "retry_max_interval_ms", "sqlite_synchronous",
+    ]  # fmt: skip
+    return Settings.load({name: getattr(args, name, None) for name in names})
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    ingress_sock = _bind(settings.host, settings.port)
+    admin_sock = _bind(settings.admin_host, settings.admin_port)
+    try:
+        import uvloop  # optional speedup
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    runner(_serve_async(settings, ingress_sock, admin_sock, args.log_level))
+    return 0
+
+
+async def _serve_async(settings: Settings, ingress_sock: socket.socket, admin_sock: socket.socket, level: str) -> None:
+    import uvicorn
+
+    from .app import PortDispatcher, Runtime
+
+    ingress_port = ingress_sock.getsockname()[1]
+    admin_port = admin_sock.getsockname()[1]
+    async with Runtime.open(settings, callback_base=settings.callback_base(ingress_port)) as runtime:
+        config = uvicorn.Config(
+            PortDispatcher(runtime, admin_port),
+            lifespan="off",
+            access_log=False,
+            log_level=level,
+            timeout_keep_alive=75,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        logging.getLogger("durable_proxy").info(
+            "durable-proxy %s: ingress on %s:%d, admin on %s:%d, database %s",
+            __version__,
+            settings.host,
+            ingress_port,
+            settings.admin_host,
+            admin_port,
+            settings.db,
+        )
+        await server.serve(sockets=[ingress_sock, admin_sock])
+
+
+def _admin_request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    try:
+        response = httpx.request(method, url, json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        raise _CliError(f"cannot reach the admin API at {url}: {exc}") from None
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, {"message": response.text}
+
+
+class _CliError(Exception):
+    pass
+
+
+def _register(args: argparse.Namespace) -> int:
+    try:
+        status, body = _admin_request("POST", f"{args.admin_url.rstrip('/')}/deployments", {"uri": args.uri})
+    except _CliError as exc:
+        print(f"durable-proxy: {exc}", file=sys.stderr)
+        return 1
+    if status >= 300:
+        print(f"durable-proxy: registration failed ({status}): {body.get('message', body)}", file=sys.stderr)
+        return 1
+    services = ", ".join(body.get("services", []))
+    print(f"registered deployment {body['id']} at {args.uri}: {services}")
+    if not sys.stdout.isatty():
+        sys.stdout.flush()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    settings = Settings.load({"db": args.db})
+
+    async def run() -> None:
+        store = open_store(settings.db)
+        await store.open()
+        await store.close()
+
+    asyncio.run(run())
+    print(json.dumps({"db": settings.db, "migrated": True}))
+    return 0

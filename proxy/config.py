@@ -1,0 +1,90 @@
+"""The proxy's settings: one frozen struct, filled from the command line and the environment.
+
+Every setting can also be given as an environment variable named
+``DURABLE_PROXY_<NAME>`` (for example ``DURABLE_PROXY_DB=/var/lib/proxy.db``);
+a command-line flag wins over the environment. docs/operations.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .retry import RetryPolicy
+
+ENV_PREFIX = "DURABLE_PROXY_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: SQLite database file (created if missing).
+    db: str = "durable-proxy.db"
+    #: SQLite durability: FULL survives power loss, NORMAL only process crashes.
+    sqlite_synchronous: str = "FULL"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9070
+    #: Base URL handlers use to reach this proxy's callback endpoint; defaults to http://host:port.
+    advertised_url: str | None = None
+    #: Largest request body the ingress and the callback endpoint accept.
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: An attempt with no journal activity for this long is abandoned and retried.
+    inactivity_timeout_ms: int = 60_000
+    #: An attempt running longer than this is abandoned and retried, activity or not.
+    abort_timeout_ms: int = 600_000
+    connect_timeout_ms: int = 5_000
+    #: How many attempts may be in flight at once.
+    max_concurrent_attempts: int = 1_000
+    #: How long an instance that refused a connection is passed over.
+    unhealthy_endpoint_ms: int = 5_000
+    retry_initial_interval_ms: int = 100
+    retry_factor: float = 2.0
+    retry_max_interval_ms: int = 30_000
+    retry_max_attempts: int = 30
+
+    def __post_init__(self) -> None:
+        if self.sqlite_synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("sqlite_synchronous must be FULL or NORMAL")
+        for name in ("max_body_bytes", "inactivity_timeout_ms", "abort_timeout_ms", "connect_timeout_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_concurrent_attempts < 1:
+            raise ValueError("max_concurrent_attempts must be at least 1")
+        self.retry_policy()  # validates the retry settings
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval_ms=self.retry_initial_interval_ms,
+            factor=self.retry_factor,
+            max_interval_ms=self.retry_max_interval_ms,
+            max_attempts=self.retry_max_attempts,
+        )
+
+    def callback_base(self, bound_port: int | None = None) -> str:
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{bound_port if bound_port is not None else self.port}"
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (``DURABLE_PROXY_*``), then ``overrides`` (None values ignored)."""
+        environ = os.environ if environ is None else environ
+        fields = {f.name: f for f in msgspec.structs.fields(cls)}
+        raw: dict[str, Any] = {}
+        for name in fields:
+            value = environ.get(ENV_PREFIX + name.upper())
+            if value is not None:
+                raw[name] = value
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                raw[name] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid setting: {exc}") from None

@@ -1,0 +1,68 @@
+"""Small HTTP helpers shared by the ingress, admin and callback apps."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from handler_sdk.protocol import ErrorBody, json_encoder
+
+from .errors import BadRequest, PayloadTooLarge, ProxyError
+
+JSON = "application/json"
+
+
+def json_response(value: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json_encoder.encode(value), status_code=status_code, media_type=JSON, headers=headers)
+
+
+def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status_code, media_type=JSON, headers=headers)
+
+
+def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(ErrorBody(code=error.code, message=error.message), error.status_code, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or ``PayloadTooLarge`` as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes, what: str = "request body") -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def handle_errors(endpoint: Endpoint) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Turn an endpoint into an ASGI app that answers ``ProxyError`` as a JSON error."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except ProxyError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+    return app

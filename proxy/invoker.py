@@ -1,0 +1,301 @@
+"""Runs attempts: claim an invocation, send it with its journal to a handler, record how it ended.
+
+One attempt, start to end::
+
+    claim (attempt n, fenced)  ->  POST /invoke with the journal  ->  appends arrive on the callback
+      -> the handler answers completed | failed | retry    (or crashes, hangs, answers garbage)
+      -> commit the end in one transaction                 (fenced: only attempt n may write it)
+      -> wake the waiting clients, or schedule attempt n + 1 after a backoff
+
+Whatever goes wrong with the handler (refused connection, reset, timeout, a 5xx,
+a body that is not a protocol message) ends the attempt as ``retry`` with an
+error an operator can read, and the next attempt goes to another instance if
+there is one. After the policy's last attempt the invocation ends failed with
+the last error: neither lost nor retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+import msgspec
+
+from handler_sdk.protocol import (
+    INVOKE_CONTENT_TYPE,
+    PROTOCOL_VIOLATION,
+    Completed,
+    Failed,
+    Failure,
+    InvokeRequest,
+    InvokeResponse,
+    Retry,
+    invoke_response_decoder,
+    json_encoder,
+    parse_content_type_version,
+)
+
+from .clock import Clock
+from .config import Settings
+from .registry import Registry, describe_http_error
+from .retry import RetryPolicy, next_retry_at
+from .store.base import Claim, JournalStore, StoredFailure
+from .tokens import TokenSigner
+from .waiters import Outcome, Waiters
+
+log = logging.getLogger("durable_proxy.invoker")
+
+#: Handlers answer with a protocol version the proxy can read (only v1 today).
+_SUPPORTED_RESPONSE_VERSIONS = frozenset({1})
+
+
+class _Activity:
+    """The running attempt of one invocation, for the inactivity watchdog."""
+
+    __slots__ = ("attempt", "endpoint", "last_ms", "started_ms")
+
+    def __init__(self, attempt: int, endpoint: str, now_ms: int) -> None:
+        self.attempt = attempt
+        self.endpoint = endpoint
+        self.started_ms = now_ms
+        self.last_ms = now_ms
+
+
+class _EndpointDown(Exception):
+    """The attempt could not reach its handler instance, or lost the connection to it."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class Invoker:
+    def __init__(
+        self,
+        *,
+        store: JournalStore,
+        registry: Registry,
+        clock: Clock,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        waiters: Waiters,
+        signer: TokenSigner,
+        callback_base: str,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._clock = clock
+        self._client = client
+        self._settings = settings
+        self._policy: RetryPolicy = settings.retry_policy()
+        self._waiters = waiters
+        self._signer = signer
+        self._callback_base = callback_base.rstrip("/")
+        self._slots = asyncio.Semaphore(settings.max_concurrent_attempts)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, _Activity] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ scheduling
+
+    def schedule(
+        self,
+        invocation_id: str,
+        *,
+        deployment_id: str | None = None,
+        at_ms: int | None = None,
+        avoid: str | None = None,
+    ) -> None:
+        """Start (or, with ``at_ms``, later start) the next attempt of an invocation.
+
+        At most one task per invocation: scheduling one that already has a task is a no-op.
+        """
+        if self._closed or invocation_id in self._tasks:
+            return
+        self._spawn(invocation_id, self._run(invocation_id, deployment_id, at_ms, avoid))
+
+    def _spawn(self, invocation_id: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"attempt:{invocation_id}")
+        self._tasks[invocation_id] = task
+        task.add_done_callback(lambda t: self._task_done(invocation_id, t))
+
+    def _task_done(self, invocation_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(invocation_id) is task:
+            del self._tasks[invocation_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("attempt task of %s crashed", invocation_id, exc_info=task.exception())
+
+    def touch(self, invocation_id: str, attempt: int) -> None:
+        """An append arrived: the attempt is alive."""
+        activity = self._running.get(invocation_id)
+        if activity is not None and activity.attempt == attempt:
+            activity.last_ms = self._clock.now_ms()
+
+    def running_attempt(self, invocation_id: str) -> int | None:
+        activity = self._running.get(invocation_id)
+        return None if activity is None else activity.attempt
+
+    async def close(self) -> None:
+        """Stop every attempt. Their invocations stay running in the store; the next start recovers them."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def _run(self, invocation_id: str, deployment_id: str | None, at_ms: int | None, avoid: str | None) -> None:
+        """Drive one invocation through its attempts until it ends or another task owns it."""
+        while True:
+            if at_ms is not None and at_ms > self._clock.now_ms():
+                await self._clock.sleep_until(at_ms)
+            async with self._slots:
+                if deployment_id is None:
+                    invocation = await self._store.get_invocation(invocation_id)
+                    if invocation is None or invocation.done:
+                        return
+                    deployment_id = invocation.deployment_id
+                endpoint = self._registry.pick_endpoint(deployment_id, avoid)
+                if endpoint is None:
+                    log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
+                    at_ms = self._clock.now_ms() + self._settings.unhealthy_endpoint_ms
+                    continue
+                claim = await self._store.claim(invocation_id, endpoint, self._clock.now_ms())
+                if claim is None:
+                    return
+                attempt = claim.invocation.attempt
+                self._running[invocation_id] = _Activity(attempt, endpoint, self._clock.now_ms())
+                try:
+                    try:
+                        response = await self._attempt(claim, endpoint)
+                        self._registry.mark_healthy(endpoint)
+                    except _EndpointDown as down:
+                        self._registry.mark_unhealthy(endpoint)
+                        response = Retry(failure=down.failure)
+                finally:
+                    self._running.pop(invocation_id, None)
+                at_ms = await self._finish(claim, response)
+            if at_ms is None:
+                return
+            avoid = endpoint
+
+    async def _attempt(self, claim: Claim, endpoint: str) -> InvokeResponse:
+        invocation = claim.invocation
+        request = InvokeRequest(
+            invocation_id=invocation.id,
+            service=invocation.service,
+            handler=invocation.handler,
+            key=invocation.key,
+            attempt=invocation.attempt,
+            token=self._signer.token(invocation.id, invocation.attempt),
+            callback_url=f"{self._callback_base}/_durable/v1/invocations/{invocation.id}/journal",
+            input=msgspec.Raw(invocation.input),
+            journal=[msgspec.Raw(row.entry) for row in claim.journal],
+            headers=invocation.headers,
+        )
+        url = f"{endpoint}/invoke/{invocation.service}/{invocation.handler}"
+        post = asyncio.ensure_future(
+            self._client.post(
+                url,
+                content=json_encoder.encode(request),
+                headers={"content-type": INVOKE_CONTENT_TYPE, "accept": INVOKE_CONTENT_TYPE},
+            )
+        )
+        watchdog = asyncio.ensure_future(self._watch(invocation.id))
+        try:
+            done, _ = await asyncio.wait({post, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            post.cancel()
+            watchdog.cancel()
+            raise
+        if post not in done:
+            post.cancel()
+            return Retry(failure=watchdog.result())
+        watchdog.cancel()
+        try:
+            response = post.result()
+        except httpx.HTTPError as exc:
+            raise _EndpointDown(Failure(code=503, message=f"{url}: {describe_http_error(exc)}")) from None
+        return _read_response(url, response)
+
+    async def _watch(self, invocation_id: str) -> Failure:
+        """Resolve when the attempt has been silent, or has run, for too long."""
+        inactivity = self._settings.inactivity_timeout_ms
+        abort = self._settings.abort_timeout_ms
+        while True:
+            activity = self._running[invocation_id]
+            deadline = min(activity.last_ms + inactivity, activity.started_ms + abort)
+            if self._clock.now_ms() >= deadline:
+                if activity.started_ms + abort <= self._clock.now_ms():
+                    message = f"attempt {activity.attempt} ran longer than the abort timeout ({abort} ms); abandoned"
+                else:
+                    message = f"attempt {activity.attempt} made no progress for {inactivity} ms; abandoned"
+                return Failure(code=504, message=message)
+            await self._clock.sleep_until(deadline)
+
+    async def _finish(self, claim: Claim, response: InvokeResponse) -> int | None:
+        """Commit how the attempt ended; the time of the next attempt, or None if there is none."""
+        invocation = claim.invocation
+        attempt = invocation.attempt
+        now = self._clock.now_ms()
+        match response:
+            case Completed(output=output):
+                if await self._store.complete(invocation.id, attempt, bytes(output), now):
+                    self._waiters.notify(Outcome(invocation_id=invocation.id, output=bytes(output)))
+                    return None
+            case Failed(failure=failure):
+                stored = StoredFailure(code=failure.code, message=failure.message)
+                if await self._store.fail(invocation.id, attempt, stored, now):
+                    self._waiters.notify(Outcome(invocation_id=invocation.id, failure=stored))
+                    return None
+            case Retry(failure=failure, retry_after_ms=retry_after_ms):
+                if failure.stacktrace:
+                    log.warning(
+                        "attempt %d of %s failed: %s\n%s", attempt, invocation.id, failure.message, failure.stacktrace
+                    )
+                else:
+                    log.warning("attempt %d of %s failed: %s", attempt, invocation.id, failure.message)
+                next_at = next_retry_at(self._policy, attempt, now, retry_after_ms=retry_after_ms)
+                if next_at is None:
+                    stored = StoredFailure(
+                        code=500, message=f"gave up after {attempt} attempts; last error: {failure.message}"
+                    )
+                    last = StoredFailure(code=failure.code, message=failure.message)
+                    if await self._store.fail(invocation.id, attempt, stored, now, attempt_failure=last):
+                        self._waiters.notify(Outcome(invocation_id=invocation.id, failure=stored))
+                        return None
+                else:
+                    stored = StoredFailure(code=failure.code, message=failure.message)
+                    if await self._store.backoff(invocation.id, attempt, stored, next_at, now):
+                        return next_at
+        log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)
+        return None
+
+
+def _read_response(url: str, response: httpx.Response) -> InvokeResponse:
+    """The handler's answer, or a ``Retry`` that says what was wrong with it."""
+    status = response.status_code
+    if status != 200:
+        detail = response.text[:500] if response.content else "(empty body)"
+        code = PROTOCOL_VIOLATION if status in (400, 404, 415) else (status if 500 <= status <= 599 else 502)
+        return Retry(failure=Failure(code=code, message=f"{url} answered HTTP {status}: {detail}"))
+    version = parse_content_type_version(response.headers.get("content-type"))
+    if version not in _SUPPORTED_RESPONSE_VERSIONS:
+        return Retry(
+            failure=Failure(
+                code=PROTOCOL_VIOLATION,
+                message=f"{url} answered content-type '{response.headers.get('content-type')}', "
+                f"expected {INVOKE_CONTENT_TYPE}",
+            )
+        )
+    try:
+        decoded: InvokeResponse = invoke_response_decoder.decode(response.content)
+        return decoded
+    except msgspec.DecodeError as exc:
+        return Retry(
+            failure=Failure(code=PROTOCOL_VIOLATION, message=f"{url} answered an invalid protocol message: {exc}")
+        )
