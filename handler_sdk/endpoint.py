@@ -92,10 +92,14 @@ def _response_for_exception(exc: BaseException) -> InvokeResponse:
 
 def _must_propagate(exc: BaseException) -> bool:
     """Interpreter exits and a cancellation of this very request are not handler outcomes."""
-    if isinstance(exc, asyncio.CancelledError):
-        task = asyncio.current_task()
-        return task is not None and task.cancelling() > 0
-    return not isinstance(exc, Exception | SdkInternalError)
+    task = asyncio.current_task()
+    for leaf in _leaves(exc):
+        if isinstance(leaf, asyncio.CancelledError):
+            if task is not None and task.cancelling() > 0:
+                return True
+        elif not isinstance(leaf, Exception | SdkInternalError):
+            return True
+    return False
 
 
 async def run_attempt(

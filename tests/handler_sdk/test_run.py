@@ -579,3 +579,29 @@ def test_run_options_are_validated(kwargs: dict[str, Any], error: str) -> None:
 def test_backoff_grows_and_is_capped() -> None:
     options = RunOptions(initial_interval=timedelta(seconds=1), backoff_factor=3, max_interval=timedelta(seconds=5))
     assert [options.backoff(n) for n in range(4)] == [1, 3, 5, 5]
+
+
+async def test_task_group_failures_are_unwrapped(make_endpoint: MakeEndpoint, proxy: FakeProxy) -> None:
+    service = Service("S")
+
+    def declined() -> None:
+        raise TerminalError("declined", status_code=402)
+
+    def flaky() -> None:
+        raise ValueError("boom")
+
+    @service.handler()
+    async def terminal(ctx: Context) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(ctx.run("declined", declined))
+
+    @service.handler()
+    async def transient(ctx: Context) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(ctx.run("flaky", flaky))
+
+    app = make_endpoint(service).asgi()
+    assert await invoke(app, "S", "terminal") == Failed(failure=Failure(code=402, message="declined"))
+    response = await invoke(app, "S", "transient")
+    assert isinstance(response, Retry)
+    assert response.failure.message == "step 'flaky' failed: ValueError: boom"
