@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
 import msgspec
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from handler_sdk import Context, Service
 from handler_sdk.protocol import INVOKE_CONTENT_TYPE, AppendRequest, Run, json_encoder
+from proxy.app import Runtime
 from proxy.clock import ManualClock
+from proxy.config import Settings
 
-from .harness import handler_app_for, open_runtime, running
+from .harness import _Forward, handler_app_for, open_runtime, running
 
 
 async def test_append_from_a_superseded_attempt_is_rejected(tmp_path: Path) -> None:
@@ -91,9 +96,13 @@ async def test_a_silent_attempt_is_abandoned_fenced_and_retried(tmp_path: Path) 
     ran: list[int] = []
     svc = Service("Hangs")
 
+    def before(attempt: int) -> str:
+        ran.append(attempt)
+        return "x"
+
     @svc.handler()
     async def run(ctx: Context) -> str:
-        await ctx.run("before", lambda: ran.append(ctx.attempt) or "x")
+        await ctx.run("before", before, ctx.attempt)
         if hang["first"]:
             hang["first"] = False
             entered.set()
@@ -157,20 +166,14 @@ async def test_invocations_in_flight_resume_after_a_proxy_restart(tmp_path: Path
 
 
 async def test_a_handler_answering_garbage_is_a_protocol_error_on_the_attempt(tmp_path: Path) -> None:
-    async def garbage_app(scope: dict[str, object], receive: object, send: object) -> None:  # a broken "SDK"
-        import json
-
-        from starlette.responses import Response
-
+    async def garbage_app(scope: Scope, receive: Receive, send: Send) -> None:  # a broken "SDK"
         path = scope["path"]
         if path == "/discover":
             manifest = {"services": [{"name": "Bad", "handlers": [{"name": "run", "takes_input": False}]}]}
             response = Response(json.dumps(manifest), media_type="application/vnd.durable.manifest.v1+json")
         else:
             response = Response(b"<html>oops</html>", media_type=INVOKE_CONTENT_TYPE)
-        await response(scope, receive, send)  # type: ignore[arg-type]
-
-    from .harness import _Forward
+        await response(scope, receive, send)
 
     async with open_runtime(
         tmp_path / "p.db", garbage_app, _Forward(), retry_initial_interval_ms=1, retry_max_attempts=2
@@ -215,8 +218,6 @@ async def test_httpx_errors_reaching_a_dead_instance_are_retried_elsewhere(tmp_p
                 raise httpx.ConnectError("connection refused", request=request)
             return await self.inner.handle_async_request(request)
 
-    from proxy.app import Runtime
-    from proxy.config import Settings
 
     async with Runtime.open(
         Settings(db=str(tmp_path / "p.db"), retry_initial_interval_ms=1),

@@ -118,8 +118,16 @@ class Cluster:
             self.services.append(
                 Process(
                     f"service-{i}",
-                    [sys.executable, "-m", "uvicorn", "tests.processes.order_app:app", "--port", str(port),
-                     "--log-level", "warning"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "tests.processes.order_app:app",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                    ],
                     service_env,
                     workdir / f"service-{i}.log",
                     f"http://127.0.0.1:{port}/durable/health",
