@@ -99,6 +99,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # One line per request to a handler would drown the log; failures are logged by the invoker.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     ingress_sock = _bind(settings.host, settings.port)
     admin_sock = _bind(settings.admin_host, settings.admin_port)
     try:

@@ -218,7 +218,6 @@ async def test_httpx_errors_reaching_a_dead_instance_are_retried_elsewhere(tmp_p
                 raise httpx.ConnectError("connection refused", request=request)
             return await self.inner.handle_async_request(request)
 
-
     async with Runtime.open(
         Settings(db=str(tmp_path / "p.db"), retry_initial_interval_ms=1),
         transport=Flaky(),
