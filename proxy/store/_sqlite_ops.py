@@ -274,27 +274,22 @@ def fail(
     *,
     attempt_failure: StoredFailure | None = None,
 ) -> bool:
-    if attempt_failure is None:
-        updated = conn.execute(
-            "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?, completed_at_ms = ?,"
-            f" modified_at_ms = ? WHERE {_CURRENT_ATTEMPT}",
-            (failure.code, failure.message, now_ms, now_ms, invocation_id, attempt),
-        ).rowcount
-    else:
-        updated = conn.execute(
-            "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?, completed_at_ms = ?,"
-            f" last_failure_code = ?, last_failure_message = ?, modified_at_ms = ? WHERE {_CURRENT_ATTEMPT}",
-            (
-                failure.code,
-                failure.message,
-                now_ms,
-                attempt_failure.code,
-                attempt_failure.message,
-                now_ms,
-                invocation_id,
-                attempt,
-            ),
-        ).rowcount
+    last = attempt_failure
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?, completed_at_ms = ?,"
+        " last_failure_code = coalesce(?, last_failure_code), last_failure_message = coalesce(?, last_failure_message),"
+        f" modified_at_ms = ? WHERE {_CURRENT_ATTEMPT}",
+        (
+            failure.code,
+            failure.message,
+            now_ms,
+            None if last is None else last.code,
+            None if last is None else last.message,
+            now_ms,
+            invocation_id,
+            attempt,
+        ),
+    ).rowcount
     if updated == 0:
         return False
     _close_attempt(conn, invocation_id, attempt, "failed", attempt_failure or failure, now_ms)
