@@ -232,4 +232,5 @@ class InvocationContext(Context):
             index=index,
             entry=msgspec.Raw(json_encoder.encode(entry)),
         )
-        await self._journal.append(index, lambda: self._callbacks.append(self._request.callback_url, request))
+        url = f"{self._request.callback_url}/journal"
+        await self._journal.append(index, lambda: self._callbacks.append(url, request))

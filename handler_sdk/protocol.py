@@ -13,7 +13,8 @@ Messages
 --------
 * ``GET  {endpoint}/discover``                -> ``Manifest``
 * ``POST {endpoint}/invoke/{service}/{handler}`` ``InvokeRequest`` -> ``InvokeResponse``
-* ``POST {callback_url}``                      ``AppendRequest``  -> ``AppendAck`` | ``ErrorBody``
+* ``POST {callback_url}/journal``              ``AppendRequest``  -> ``AppendAck`` | ``ErrorBody``
+* ``POST {callback_url}/await``                ``AwaitRequest``   -> ``AwaitResponse`` | ``ErrorBody``
 
 Payloads the proxy never interprets (handler input and output, step results)
 are ``msgspec.Raw``: the proxy stores and forwards their bytes untouched.
@@ -21,6 +22,7 @@ are ``msgspec.Raw``: the proxy stores and forwards their bytes untouched.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final, Literal
 
 import msgspec
@@ -76,7 +78,100 @@ class Run(Entry, frozen=True, kw_only=True, tag="run"):
     failure: Failure | None = None
 
 
-JournalEntry = Run
+class Sleep(Entry, frozen=True, kw_only=True, tag="sleep"):
+    """A durable timer: completed (with ``null``) by the proxy once ``wake_at_ms`` has passed."""
+
+    wake_at_ms: int
+
+
+class Call(Entry, frozen=True, kw_only=True, tag="call"):
+    """A request-response call. The proxy starts the callee, whose id is
+    ``callee_invocation_id(caller id, index)``, in the same transaction as this
+    entry; the callee's result or failure becomes this entry's completion."""
+
+    service: str
+    handler: str
+    key: str | None = None
+    input: msgspec.Raw = _NULL
+
+
+class Send(Entry, frozen=True, kw_only=True, tag="send"):
+    """A one-way call, optionally delayed; durable once acknowledged. Never completed."""
+
+    service: str
+    handler: str
+    key: str | None = None
+    input: msgspec.Raw = _NULL
+    delay_ms: int = 0
+
+
+class Awakeable(Entry, frozen=True, kw_only=True, tag="awakeable"):
+    """A promise the outside world completes through the ingress, by ``awakeable_id(invocation id, index)``."""
+
+
+class Select(Entry, frozen=True, kw_only=True, tag="select"):
+    """Which of several awaited entries won a race (``winner`` is its journal index), so replays pick it too."""
+
+    winner: int
+
+
+class Now(Entry, frozen=True, kw_only=True, tag="now"):
+    """A reading of the clock, recorded so that replays see the same time."""
+
+    now_ms: int
+
+
+class Cancel(Entry, frozen=True, kw_only=True, tag="cancel"):
+    """The handler observed a cancellation here: replays raise it at the same point."""
+
+
+JournalEntry = Run | Sleep | Call | Send | Awakeable | Select | Now | Cancel
+
+#: Kinds whose entries are completed later by the proxy (the rest are complete when appended).
+COMPLETABLE_KINDS: Final = frozenset({"sleep", "call", "awakeable"})
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The result of a completable entry: JSON ``result`` or ``failure``, written once by the proxy."""
+
+    index: int
+    result: msgspec.Raw = _NULL
+    failure: Failure | None = None
+
+
+def entry_kind(entry: Entry) -> str:
+    tag = type(entry).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+_B32 = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def callee_invocation_id(invocation_id: str, index: int) -> str:
+    """The id of the invocation started by the call or send at ``index``: the same on every replay."""
+    digest = int.from_bytes(hashlib.sha256(f"{invocation_id}/{index}".encode()).digest()[:17], "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_B32[digest & 31])
+        digest >>= 5
+    return "inv_" + "".join(chars)
+
+
+def awakeable_id(invocation_id: str, index: int) -> str:
+    """The public id of the awakeable at ``index``, as handed to whoever will resolve it."""
+    return f"awk_{invocation_id.removeprefix('inv_')}_{index}"
+
+
+def parse_awakeable_id(value: str) -> tuple[str, int] | None:
+    """(invocation id, journal index) of an awakeable id, or None if it is not one."""
+    if not value.startswith("awk_"):
+        return None
+    body, _, index = value[4:].rpartition("_")
+    if not body or not index.isdigit() or len(index) > 9:
+        return None
+    return "inv_" + body, int(index)
+
 
 # --------------------------------------------------------------------------- discovery
 
@@ -118,12 +213,18 @@ class InvokeRequest(msgspec.Struct, frozen=True, kw_only=True):
     handler: str
     attempt: int
     token: str
+    #: Base URL of this invocation's callbacks: ``{callback_url}/journal`` and ``{callback_url}/await``.
     callback_url: str
     input: msgspec.Raw = _NULL
     journal: list[msgspec.Raw] = []
+    #: Completions of completable entries in ``journal`` (any order).
+    completions: list[Completion] = []
     key: str | None = None
+    #: Seeds ``ctx.random()`` and ``ctx.uuid4()``: the same for every attempt of the invocation.
     random_seed: int = 0
     headers: dict[str, str] = {}
+    #: The invocation was cancelled: the handler raises at its next journaled action.
+    cancelled: bool = False
 
 
 class Completed(msgspec.Struct, frozen=True, kw_only=True, tag_field="status", tag="completed"):
@@ -145,7 +246,17 @@ class Retry(msgspec.Struct, frozen=True, kw_only=True, tag_field="status", tag="
     retry_after_ms: int | None = None
 
 
-InvokeResponse = Completed | Failed | Retry
+class Suspended(msgspec.Struct, frozen=True, kw_only=True, tag_field="status", tag="suspended"):
+    """The handler waits for one of ``waiting_on`` (journal indices) to complete.
+
+    The proxy re-invokes it, with the longer journal, as soon as any of them is
+    completed; an empty list means "re-invoke me now" (the always-replay test mode).
+    """
+
+    waiting_on: list[int] = []
+
+
+InvokeResponse = Completed | Failed | Retry | Suspended
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -162,6 +273,24 @@ class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 class AppendAck(msgspec.Struct, frozen=True, kw_only=True):
     index: int
+    #: The invocation was cancelled meanwhile: the handler raises at its next journaled action.
+    cancelled: bool = False
+
+
+class AwaitRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Wait up to ``timeout_ms`` for any of ``indices`` to complete, instead of suspending at once."""
+
+    attempt: int
+    token: str
+    indices: list[int]
+    timeout_ms: int
+
+
+class AwaitResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The completions of the awaited indices that exist now (empty if the wait timed out)."""
+
+    completions: list[Completion] = []
+    cancelled: bool = False
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,4 +309,6 @@ invoke_request_decoder: Final = msgspec.json.Decoder(InvokeRequest)
 invoke_response_decoder: Final = msgspec.json.Decoder(InvokeResponse)
 append_request_decoder: Final = msgspec.json.Decoder(AppendRequest)
 append_ack_decoder: Final = msgspec.json.Decoder(AppendAck)
+await_request_decoder: Final = msgspec.json.Decoder(AwaitRequest)
+await_response_decoder: Final = msgspec.json.Decoder(AwaitResponse)
 error_body_decoder: Final = msgspec.json.Decoder(ErrorBody)

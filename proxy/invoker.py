@@ -192,7 +192,7 @@ class Invoker:
             key=invocation.key,
             attempt=invocation.attempt,
             token=self._signer.token(invocation.id, invocation.attempt),
-            callback_url=f"{self._callback_base}/_durable/v1/invocations/{invocation.id}/journal",
+            callback_url=f"{self._callback_base}/_durable/v1/invocations/{invocation.id}",
             input=msgspec.Raw(invocation.input),
             journal=[msgspec.Raw(row.entry) for row in claim.journal],
             headers=invocation.headers,

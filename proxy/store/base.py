@@ -8,10 +8,20 @@ crashed, the proxy restarted) can therefore never write again.
 
 Invocation lifecycle::
 
-    pending ──claim──▶ running ──complete──▶ completed
-       ▲                 │  └────fail─────▶ failed
-       │                 └──backoff──▶ backing_off ──claim──▶ running ...
-       └──── abandon_running (proxy start) ◀── running
+    scheduled ──fire_timer──▶ pending ──claim──▶ running ──complete──▶ completed
+                                 ▲                  │  └────fail─────▶ failed
+                                 │                  ├──backoff──▶ backing_off ──fire_timer──▶ pending
+                                 │                  └──suspend──▶ suspended ──(a completion it waits on)──▶ pending
+                                 └──── abandon_running (proxy start) ◀── running
+
+Completable journal entries (sleep, call, awakeable) get at most one
+completion each, written once: by a timer, by the callee's end, or by the
+outside world. A completion that an invocation is suspended on makes it
+``pending`` in the same transaction, and the verb reports it in ``Effects.woken``.
+
+Timers live in one table indexed by due time: ``(invocation_id, index)`` with
+``index = -1`` for "start the invocation" (a delayed start or a retry backoff)
+and ``index >= 0`` for a sleep entry.
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ from typing import Literal
 
 import msgspec
 
-InvocationStatus = Literal["pending", "running", "backing_off", "completed", "failed"]
-ACTIVE_STATUSES: tuple[InvocationStatus, ...] = ("pending", "running", "backing_off")
+InvocationStatus = Literal["scheduled", "pending", "running", "suspended", "backing_off", "completed", "failed"]
+ACTIVE_STATUSES: tuple[InvocationStatus, ...] = ("scheduled", "pending", "running", "suspended", "backing_off")
 TERMINAL_STATUSES: tuple[InvocationStatus, ...] = ("completed", "failed")
 
 
@@ -40,6 +50,13 @@ class NewInvocation(msgspec.Struct, frozen=True, kw_only=True):
     key: str | None = None
     idempotency_key: str | None = None
     headers: dict[str, str] = {}
+    #: The invocation whose call or send (at ``parent_index``) started this one.
+    parent_id: str | None = None
+    parent_index: int | None = None
+    #: True for a call: this invocation's end becomes the completion of the parent's entry.
+    parent_awaits: bool = False
+    #: Start no earlier than this (a delayed send): the invocation is ``scheduled`` with a timer.
+    run_at_ms: int | None = None
 
 
 class Invocation(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +78,12 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True):
     created_at_ms: int
     modified_at_ms: int
     completed_at_ms: int | None
+    parent_id: str | None = None
+    parent_index: int | None = None
+    parent_awaits: bool = False
+    cancel_requested: bool = False
+    #: While ``suspended``: the journal indices whose completion wakes it.
+    waiting_on: list[int] | None = None
 
     @property
     def done(self) -> bool:
@@ -85,14 +108,60 @@ class AttemptRow(msgspec.Struct, frozen=True, kw_only=True):
     failure: StoredFailure | None
 
 
+AppendOutcome = Literal["appended", "duplicate", "fenced", "gap", "conflict", "not_found"]
+SuspendOutcome = Literal["suspended", "resume", "fenced"]
+CompleteEntryOutcome = Literal["completed", "already_completed", "not_found"]
+CancelOutcome = Literal["requested", "already_done", "not_found"]
+
+
+class CompletionRow(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    result: bytes | None = None
+    failure: StoredFailure | None = None
+    created_at_ms: int = 0
+
+
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
-    """What an attempt starts from: the invocation (with its new attempt number) and its journal."""
+    """What an attempt starts from: the invocation (with its new attempt number), its journal and completions."""
 
     invocation: Invocation
     journal: list[JournalRow]
+    completions: list[CompletionRow] = []
 
 
-AppendOutcome = Literal["appended", "duplicate", "fenced", "gap", "conflict", "not_found"]
+class TimerRow(msgspec.Struct, frozen=True, kw_only=True):
+    invocation_id: str
+    #: -1: start the invocation; >= 0: complete the sleep entry at this index.
+    index: int
+    due_at_ms: int
+
+
+class Ended(msgspec.Struct, frozen=True, kw_only=True):
+    """An invocation that reached its end in a write (for the clients waiting on it)."""
+
+    invocation_id: str
+    output: bytes | None = None
+    failure: StoredFailure | None = None
+
+
+class Effects(msgspec.Struct, frozen=True, kw_only=True):
+    """What a write did to other invocations, for the proxy to act on after the commit."""
+
+    #: Became ``pending``: schedule an attempt.
+    woken: list[str] = []
+    #: Got a new completion (a running attempt may be waiting for it).
+    notified: list[str] = []
+    #: Reached their end.
+    ended: list[Ended] = []
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    outcome: AppendOutcome
+    #: The invocation was cancelled meanwhile (read in the same transaction).
+    cancel_requested: bool = False
+    effects: Effects = Effects()
+
+
 
 
 class Created(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,26 +229,52 @@ class JournalStore(abc.ABC):
 
     @abc.abstractmethod
     async def claim(self, invocation_id: str, endpoint: str | None, now_ms: int) -> Claim | None:
-        """Start a new attempt: ``pending``/``backing_off`` -> ``running``, attempt + 1.
+        """Start a new attempt: ``pending`` (or ``backing_off``, dropping its timer) -> ``running``, attempt + 1.
 
-        Returns None when the invocation is not claimable (running, finished or unknown).
+        Clears ``waiting_on``; returns the journal and every completion. None when
+        the invocation is not claimable (scheduled, running, suspended, ended or unknown).
         """
 
     @abc.abstractmethod
     async def append(
-        self, invocation_id: str, attempt: int, index: int, kind: str, name: str, entry: bytes, now_ms: int
-    ) -> AppendOutcome:
-        """Append one journal entry for the given attempt.
+        self,
+        invocation_id: str,
+        attempt: int,
+        index: int,
+        kind: str,
+        name: str,
+        entry: bytes,
+        now_ms: int,
+        *,
+        child: NewInvocation | None = None,
+        timer_at_ms: int | None = None,
+        completion: CompletionRow | None = None,
+    ) -> AppendResult:
+        """Append one journal entry for the given attempt, with its effects, in one transaction.
 
-        ``appended``: written now. ``duplicate``: this exact entry is already at
-        ``index`` (a retried append whose ack was lost). ``fenced``: the attempt is
-        not the current running one. ``gap``: ``index`` is past the end of the
-        journal. ``conflict``: a different entry is already at ``index``.
+        Outcomes: ``appended``: written now. ``duplicate``: this exact entry is
+        already at ``index`` (a retried append whose ack was lost; no effect is
+        applied twice). ``fenced``: the attempt is not the current running one.
+        ``gap``: ``index`` is past the end of the journal. ``conflict``: a
+        different entry is already at ``index``. ``not_found``: unknown invocation.
+
+        Effects, applied only when the outcome is ``appended``:
+        ``child``: create this invocation (a call or send; its id is derived from
+        the parent, so it is created at most once; ``run_at_ms`` makes it
+        ``scheduled`` with a start timer, else ``pending`` and listed in
+        ``effects.woken``). ``timer_at_ms``: a sleep timer for this entry.
+        ``completion``: complete this entry at once (e.g. a call to an unknown
+        service fails immediately).
         """
 
     @abc.abstractmethod
-    async def complete(self, invocation_id: str, attempt: int, output: bytes, now_ms: int) -> bool:
-        """``running`` -> ``completed`` with ``output``; False if fenced."""
+    async def complete(self, invocation_id: str, attempt: int, output: bytes, now_ms: int) -> Effects | None:
+        """``running`` -> ``completed`` with ``output``; None if fenced.
+
+        A call's end becomes the completion of the caller's entry, in the same
+        transaction (``effects.notified``, and ``effects.woken`` if the caller
+        was suspended on it). ``effects.ended`` lists this invocation.
+        """
 
     @abc.abstractmethod
     async def fail(
@@ -190,8 +285,8 @@ class JournalStore(abc.ABC):
         now_ms: int,
         *,
         attempt_failure: StoredFailure | None = None,
-    ) -> bool:
-        """``running`` -> ``failed``; False if fenced.
+    ) -> Effects | None:
+        """``running`` -> ``failed``; None if fenced. Completes the caller's entry like ``complete``.
 
         ``attempt_failure``, when given, is what the attempt itself failed with
         (recorded on the attempt and as the last failure), while ``failure`` is
@@ -202,15 +297,73 @@ class JournalStore(abc.ABC):
     async def backoff(
         self, invocation_id: str, attempt: int, failure: StoredFailure, next_run_at_ms: int, now_ms: int
     ) -> bool:
-        """``running`` -> ``backing_off`` until ``next_run_at_ms``; False if fenced."""
+        """``running`` -> ``backing_off`` with a start timer at ``next_run_at_ms``; False if fenced."""
+
+    @abc.abstractmethod
+    async def suspend(self, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int) -> SuspendOutcome:
+        """End the attempt waiting for any of ``waiting_on`` to be completed.
+
+        ``resume`` (status ``pending``) when ``waiting_on`` is empty or one of
+        them is already completed, or when a cancellation is pending: the
+        invocation must run again now. ``suspended`` otherwise. ``fenced`` if the
+        attempt is not the current running one.
+        """
+
+    @abc.abstractmethod
+    async def complete_entry(
+        self,
+        invocation_id: str,
+        index: int,
+        now_ms: int,
+        *,
+        result: bytes | None = None,
+        failure: StoredFailure | None = None,
+        kind: str | None = None,
+    ) -> tuple[CompleteEntryOutcome, Effects]:
+        """Write the completion of the entry at ``index`` (once).
+
+        ``not_found`` when the invocation or the entry does not exist, or when
+        ``kind`` is given and the entry is of another kind (or not completable).
+        ``already_completed`` when it has a completion. A completion of an entry
+        the invocation is suspended on wakes it.
+        """
+
+    @abc.abstractmethod
+    async def get_completions(self, invocation_id: str, indices: list[int]) -> list[CompletionRow]:
+        """The existing completions among ``indices``."""
+
+    @abc.abstractmethod
+    async def fire_timer(self, invocation_id: str, index: int, now_ms: int) -> Effects:
+        """Delete the timer and apply it: ``-1`` makes a scheduled or backing-off invocation
+        ``pending``; ``>= 0`` completes that sleep entry with ``null``. A timer that no
+        longer exists does nothing."""
+
+    @abc.abstractmethod
+    async def due_timers(self, before_ms: int, limit: int) -> list[TimerRow]:
+        """Timers due before ``before_ms``, earliest first (uses the due-time index)."""
+
+    @abc.abstractmethod
+    async def cancel(self, invocation_id: str, now_ms: int) -> tuple[CancelOutcome, Effects]:
+        """Ask an invocation, and the callees of its calls (recursively), to cancel.
+
+        An invocation that never started (``scheduled``, or ``pending`` at attempt
+        0) ends failed at once with 409 "cancelled". A ``suspended`` or
+        ``backing_off`` one becomes ``pending`` to run its compensations. A
+        ``running`` one gets the flag, which its next append or await reports.
+        """
+
+    @abc.abstractmethod
+    async def kill(self, invocation_id: str, failure: StoredFailure, now_ms: int) -> tuple[CancelOutcome, Effects]:
+        """End an invocation and the callees of its calls (recursively) at once, failed with
+        ``failure``; their attempts are fenced and their timers removed. No compensation runs."""
 
     @abc.abstractmethod
     async def abandon_running(self, now_ms: int) -> int:
         """On proxy start: every ``running`` invocation -> ``pending`` (fences the old attempts)."""
 
     @abc.abstractmethod
-    async def list_active(self) -> list[tuple[str, int | None]]:
-        """(id, next_run_at_ms) of every pending or backing-off invocation."""
+    async def list_runnable(self) -> list[str]:
+        """Ids of every ``pending`` invocation, oldest first."""
 
     @abc.abstractmethod
     async def list_invocations(self, *, status: InvocationStatus | None = None, limit: int = 100) -> list[Invocation]:
