@@ -7,7 +7,11 @@
 ``GET  /services``                 services with their handlers' schemas
 ``GET  /services/{name}``          one service
 ``GET  /invocations``              ``?status=&limit=``, most recent first
-``GET  /invocations/{id}``         one invocation with its journal and attempts
+``GET  /invocations/{id}``         one invocation with its journal, completions and attempts
+``PATCH /invocations/{id}/cancel`` cancel: the handler raises at its next step, compensations run,
+                                   callees are cancelled too
+``PATCH /invocations/{id}/kill``   kill: end it and its callees now, without compensation
+``DELETE /invocations/{id}``       ``?mode=cancel`` (default) or ``?mode=kill``, as older Restate clients send
 ``GET  /health``                   liveness
 =================================  ==================================================
 """
@@ -23,9 +27,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .errors import BadRequest, NotFound, ProxyError
+from handler_sdk.protocol import COMPLETABLE_KINDS
+
+from .errors import BadRequest, Conflict, NotFound, ProxyError
 from .http import decode_json, error_response, json_response, read_body
-from .store.base import AttemptRow, Deployment, Invocation, InvocationStatus, JournalRow, StoredFailure
+from .store.base import (
+    AttemptRow,
+    CompletionRow,
+    Deployment,
+    Invocation,
+    InvocationStatus,
+    JournalRow,
+    StoredFailure,
+)
 
 if TYPE_CHECKING:
     from .app import Runtime
@@ -61,11 +75,15 @@ def invocation_json(invocation: Invocation) -> dict[str, Any]:
         "output": _raw(invocation.output),
         "failure": _failure(invocation.failure),
         "last_failure": _failure(invocation.last_failure),
+        "parent_id": invocation.parent_id,
+        "parent_index": invocation.parent_index,
+        "cancel_requested": invocation.cancel_requested,
+        "waiting_on": invocation.waiting_on,
     }
 
 
-def journal_json(row: JournalRow) -> dict[str, Any]:
-    return {
+def journal_json(row: JournalRow, completion: CompletionRow | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {
         "index": row.index,
         "kind": row.kind,
         "name": row.name,
@@ -73,6 +91,13 @@ def journal_json(row: JournalRow) -> dict[str, Any]:
         "created_at_ms": row.created_at_ms,
         "entry": msgspec.Raw(row.entry),
     }
+    if row.kind in COMPLETABLE_KINDS:
+        result["completed"] = completion is not None
+        if completion is not None:
+            result["completed_at_ms"] = completion.created_at_ms
+            result["result"] = _raw(completion.result)
+            result["failure"] = _failure(completion.failure)
+    return result
 
 
 def attempt_json(row: AttemptRow) -> dict[str, Any]:
@@ -158,10 +183,37 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
         journal = await rt.store.get_journal(invocation_id)
         attempts = await rt.store.get_attempts(invocation_id)
+        completions = {
+            row.index: row
+            for row in await rt.store.get_completions(
+                invocation_id, [row.index for row in journal if row.kind in COMPLETABLE_KINDS]
+            )
+        }
         result = invocation_json(invocation)
-        result["journal"] = [journal_json(row) for row in journal]
+        result["journal"] = [journal_json(row, completions.get(row.index)) for row in journal]
         result["attempts"] = [attempt_json(row) for row in attempts]
         return json_response(result)
+
+    async def stop_invocation(invocation_id: str, mode: str) -> Response:
+        now = rt.clock.now_ms()
+        if mode == "cancel":
+            outcome, effects = await rt.store.cancel(invocation_id, now)
+        elif mode == "kill":
+            outcome, effects = await rt.store.kill(invocation_id, StoredFailure(code=409, message="killed"), now)
+        else:
+            raise BadRequest(f"mode must be cancel or kill, got '{mode}'")
+        if outcome == "not_found":
+            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+        rt.apply_effects(effects)
+        if outcome == "already_done":
+            raise Conflict(f"invocation {invocation_id} has already ended", code="already_ended")
+        return json_response({"id": invocation_id, "mode": mode, "accepted": True}, 202)
+
+    async def patch_invocation(request: Request) -> Response:
+        return await stop_invocation(request.path_params["id"], request.path_params["action"])
+
+    async def delete_invocation(request: Request) -> Response:
+        return await stop_invocation(request.path_params["id"], request.query_params.get("mode", "cancel"))
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})
@@ -189,6 +241,8 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             Route("/services/{name}", get_service, methods=["GET"]),
             Route("/invocations", list_invocations, methods=["GET"]),
             Route("/invocations/{id}", get_invocation, methods=["GET"]),
+            Route("/invocations/{id}", delete_invocation, methods=["DELETE"]),
+            Route("/invocations/{id}/{action}", patch_invocation, methods=["PATCH", "POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={ProxyError: on_proxy_error, HTTPException: on_http_error},

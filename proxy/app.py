@@ -22,10 +22,12 @@ from .config import Settings
 from .ingress import Ingress
 from .invoker import Invoker
 from .registry import Registry
+from .signals import CompletionSignals
 from .store import open_store
-from .store.base import JournalStore
+from .store.base import Effects, JournalStore
+from .timers import TimerService
 from .tokens import TokenSigner
-from .waiters import Waiters
+from .waiters import Outcome, Waiters
 
 log = logging.getLogger("durable_proxy")
 
@@ -49,16 +51,19 @@ class Runtime:
         self.client = client
         self.signer = signer
         self.waiters = Waiters()
+        self.signals = CompletionSignals()
         self.registry = Registry(store, clock, client, settings.unhealthy_endpoint_ms)
+        self.timers = TimerService(store, clock, self.apply_effects)
         self.invoker = Invoker(
             store=store,
             registry=self.registry,
             clock=clock,
             client=client,
             settings=settings,
-            waiters=self.waiters,
             signer=signer,
             callback_base=callback_base,
+            on_effects=self.apply_effects,
+            on_backoff=lambda invocation_id, at_ms: self.timers.add(invocation_id, -1, at_ms),
         )
         self.callbacks = Callbacks(self)
         self.ingress: ASGIApp = Ingress(self)
@@ -97,19 +102,32 @@ class Runtime:
             try:
                 yield runtime
             finally:
+                await runtime.timers.close()
                 await runtime.invoker.close()
         finally:
             await client.aclose()
             await store.close()
 
     async def recover(self) -> None:
-        """Fence every attempt a previous process left running, then resume every unfinished invocation."""
+        """Fence every attempt a previous process left running, resume the runnable
+        invocations, and start the timers (those that fell due meanwhile fire at once)."""
         abandoned = await self.store.abandon_running(self.clock.now_ms())
-        active = await self.store.list_active()
-        for invocation_id, next_run_at_ms in active:
-            self.invoker.schedule(invocation_id, at_ms=next_run_at_ms)
-        if active:
-            log.info("resuming %d unfinished invocations (%d were running)", len(active), abandoned)
+        runnable = await self.store.list_runnable()
+        for invocation_id in runnable:
+            self.invoker.schedule(invocation_id)
+        self.timers.start()
+        if runnable:
+            log.info("resuming %d invocations (%d were running)", len(runnable), abandoned)
+
+    def apply_effects(self, effects: Effects) -> None:
+        """Act on what a committed write did: answer waiting clients, wake attempts, schedule work."""
+        for ended in effects.ended:
+            self.invoker.abort(ended.invocation_id)  # a killed invocation's attempt, if one runs
+            self.waiters.notify(Outcome(invocation_id=ended.invocation_id, output=ended.output, failure=ended.failure))
+        for invocation_id in effects.notified:
+            self.signals.notify(invocation_id)
+        for invocation_id in effects.woken:
+            self.invoker.schedule(invocation_id)
 
 
 class PortDispatcher:

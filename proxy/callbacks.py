@@ -1,14 +1,20 @@
-"""The callback endpoint: where a running attempt appends its journal entries.
+"""The callback endpoints of a running attempt.
 
 ``POST /_durable/v1/invocations/{id}/journal`` with an ``AppendRequest``. The
-entry is acknowledged (200, ``AppendAck``) only after it is committed, and the
-handler goes on only after the ack. The token must be the one the proxy gave
-this attempt, and the store fences the write: an attempt that is no longer the
-current one is answered 409 and writes nothing.
+entry is acknowledged (200, ``AppendAck``) only after it is committed, together
+with its effects (a call or send starts its callee, a sleep sets its timer),
+and the handler goes on only after the ack. The token must be the one the
+proxy gave this attempt, and the store fences the write: an attempt that is no
+longer the current one is answered 409 and writes nothing.
+
+``POST /_durable/v1/invocations/{id}/await`` with an ``AwaitRequest``: wait a
+little for entries to be completed, so that a short call or sleep does not cost
+a suspension and a replay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -18,13 +24,28 @@ from starlette.responses import Response
 
 from handler_sdk.protocol import (
     AppendAck,
+    AwaitResponse,
+    Call,
+    Completion,
+    Entry,
+    Send,
+    Sleep,
     append_request_decoder,
+    await_request_decoder,
+    callee_invocation_id,
     entry_decoder,
+    entry_kind,
     parse_content_type_version,
 )
 
-from .errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, UnsupportedMediaType
+from .errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, ProxyError, UnsupportedMediaType
 from .http import json_response, read_body
+from .invoker import to_completion
+from .store.base import CompletionRow, NewInvocation, StoredFailure
+from .submission import new_invocation
+
+#: The longest an ``/await`` callback holds the request.
+_MAX_AWAIT_MS = 30_000
 
 if TYPE_CHECKING:
     from .app import Runtime
@@ -39,18 +60,26 @@ class Callbacks:
         self.fenced_appends = 0
 
     async def handle(self, request: Request, parts: list[str]) -> Response:
-        if len(parts) != 5 or parts[1] != "v1" or parts[2] != "invocations" or parts[4] != "journal":
+        if len(parts) != 5 or parts[1] != "v1" or parts[2] != "invocations" or parts[4] not in ("journal", "await"):
             raise NotFound(f"no callback route for {request.url.path}")
         if request.method != "POST":
-            raise MethodNotAllowed("use POST to append journal entries")
+            raise MethodNotAllowed("use POST on callback routes")
         version = parse_content_type_version(request.headers.get("content-type"))
         if version != 1:
             raise UnsupportedMediaType(
                 f"content-type '{request.headers.get('content-type')}' is not a protocol version this proxy speaks (1)"
             )
-        invocation_id = parts[3]
+        body = await read_body(request, self._rt.settings.max_body_bytes)
+        if parts[4] == "journal":
+            return await self._append(parts[3], body)
+        return await self._await(parts[3], body)
+
+    def _authorise(self, invocation_id: str, attempt: int, token: str) -> None:
+        if not self._rt.signer.verify(invocation_id, attempt, token):
+            raise Forbidden(f"the token does not authorise attempt {attempt} of {invocation_id}")
+
+    async def _append(self, invocation_id: str, body: bytes) -> Response:
         rt = self._rt
-        body = await read_body(request, rt.settings.max_body_bytes)
         try:
             append = append_request_decoder.decode(body)
             entry = entry_decoder.decode(append.entry)
@@ -58,17 +87,31 @@ class Callbacks:
             raise BadRequest(f"invalid append request: {exc}", code="protocol_violation") from None
         if append.index < 0 or append.attempt < 1:
             raise BadRequest("index must be >= 0 and attempt >= 1", code="protocol_violation")
-        if not rt.signer.verify(invocation_id, append.attempt, append.token):
-            raise Forbidden(f"the token does not authorise attempt {append.attempt} of {invocation_id}")
-        kind = type(entry).__struct_config__.tag
-        assert isinstance(kind, str)
-        outcome = await rt.store.append(
-            invocation_id, append.attempt, append.index, kind, entry.name, bytes(append.entry), rt.clock.now_ms()
+        self._authorise(invocation_id, append.attempt, append.token)
+        now = rt.clock.now_ms()
+        child, timer_at_ms, completion = self._effects_of(invocation_id, append.index, entry, now)
+        result = await rt.store.append(
+            invocation_id,
+            append.attempt,
+            append.index,
+            entry_kind(entry),
+            entry.name,
+            bytes(append.entry),
+            now,
+            child=child,
+            timer_at_ms=timer_at_ms,
+            completion=completion,
         )
-        match outcome:
+        match result.outcome:
             case "appended" | "duplicate":
+                if result.outcome == "appended":
+                    if timer_at_ms is not None:
+                        rt.timers.add(invocation_id, append.index, timer_at_ms)
+                    if child is not None and child.run_at_ms is not None:
+                        rt.timers.add(child.id, -1, child.run_at_ms)
+                    rt.apply_effects(result.effects)
                 rt.invoker.touch(invocation_id, append.attempt)
-                return json_response(AppendAck(index=append.index))
+                return json_response(AppendAck(index=append.index, cancelled=result.cancel_requested))
             case "fenced":
                 self.fenced_appends += 1
                 log.warning(
@@ -88,3 +131,78 @@ class Callbacks:
                 )
             case "not_found":
                 raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+
+    def _effects_of(
+        self, invocation_id: str, index: int, entry: Entry, now_ms: int
+    ) -> tuple[NewInvocation | None, int | None, CompletionRow | None]:
+        """What committing ``entry`` must also do: (callee to start, timer to set, immediate completion)."""
+        match entry:
+            case Sleep(wake_at_ms=wake_at_ms):
+                return None, wake_at_ms, None
+            case (
+                Call(service=service, handler=handler, key=key, input=raw)
+                | Send(service=service, handler=handler, key=key, input=raw)
+            ):
+                is_call = isinstance(entry, Call)
+                delay_ms = entry.delay_ms if isinstance(entry, Send) else 0
+                if delay_ms < 0:
+                    raise BadRequest(f"send at index {index} has a negative delay", code="protocol_violation")
+                try:
+                    value = msgspec.json.decode(raw)
+                    child = new_invocation(
+                        self._rt.registry,
+                        invocation_id=callee_invocation_id(invocation_id, index),
+                        service=service,
+                        handler=handler,
+                        value=value,
+                        key=key,
+                        parent_id=invocation_id,
+                        parent_index=index,
+                        parent_awaits=is_call,
+                        run_at_ms=now_ms + delay_ms if delay_ms else None,
+                    )
+                except ProxyError as exc:
+                    if not is_call:
+                        # A send has no completion to carry the error: refuse it, the attempt retries.
+                        raise BadRequest(f"send at index {index}: {exc.message}", code="bad_send_target") from None
+                    # A call fails at once, as a terminal error the caller can handle.
+                    failure = StoredFailure(code=exc.status_code, message=exc.message)
+                    return None, None, CompletionRow(index=index, failure=failure, created_at_ms=now_ms)
+                return child, None, None
+        return None, None, None
+
+    async def _await(self, invocation_id: str, body: bytes) -> Response:
+        rt = self._rt
+        try:
+            request = await_request_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"invalid await request: {exc}", code="protocol_violation") from None
+        self._authorise(invocation_id, request.attempt, request.token)
+        # A real-time wait (not durable time): the attempt holds its connection meanwhile.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0, min(request.timeout_ms, _MAX_AWAIT_MS)) / 1000
+        while True:
+            event = rt.signals.event(invocation_id)
+            try:
+                invocation = await rt.store.get_invocation(invocation_id)
+                if invocation is None:
+                    raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+                if invocation.status != "running" or invocation.attempt != request.attempt:
+                    self.fenced_appends += 1
+                    raise Conflict(
+                        f"attempt {request.attempt} of {invocation_id} is no longer the running attempt",
+                        code="fenced",
+                    )
+                rows = await rt.store.get_completions(invocation_id, request.indices)
+                remaining = deadline - loop.time()
+                if rows or invocation.cancel_requested or remaining <= 0:
+                    rt.invoker.touch(invocation_id, request.attempt)
+                    completions: list[Completion] = [to_completion(row) for row in rows]
+                    response = AwaitResponse(completions=completions, cancelled=invocation.cancel_requested)
+                    return json_response(response)
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    pass
+            finally:
+                rt.signals.release(invocation_id)

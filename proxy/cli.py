@@ -3,6 +3,7 @@
     durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070]
     durable-proxy register URI [--admin-url http://127.0.0.1:9070]
     durable-proxy migrate [--db PATH]
+    durable-proxy invocations cancel|kill ID [--admin-url ...]
 
 Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
 """
@@ -53,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
     migrate.add_argument("--db", help="SQLite database file (default: durable-proxy.db)")
+
+    invocations = commands.add_parser("invocations", help="act on invocations")
+    actions = invocations.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("cancel", "cancel: the handler raises at its next step and runs its compensations; callees too"),
+        ("kill", "kill: end the invocation and its callees now, without compensation"),
+    ):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("id", help="invocation id (inv_...)")
+        sub.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
     return parser
 
 
@@ -65,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _register(args)
         if args.command == "migrate":
             return _migrate(args)
+        if args.command == "invocations":
+            return _invocation_action(args)
     except ValueError as exc:
         print(f"durable-proxy: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +183,21 @@ def _register(args: argparse.Namespace) -> int:
     print(f"registered deployment {body['id']} at {args.uri}: {services}")
     if not sys.stdout.isatty():
         sys.stdout.flush()
+    return 0
+
+
+def _invocation_action(args: argparse.Namespace) -> int:
+    url = f"{args.admin_url.rstrip('/')}/invocations/{args.id}/{args.action}"
+    try:
+        status, body = _admin_request("PATCH", url)
+    except _CliError as exc:
+        print(f"durable-proxy: {exc}", file=sys.stderr)
+        return 1
+    if status >= 300:
+        print(f"durable-proxy: {args.action} failed ({status}): {body.get('message', body)}", file=sys.stderr)
+        return 1
+    done = "cancellation requested" if args.action == "cancel" else "killed"
+    print(f"{args.id}: {done}")
     return 0
 
 

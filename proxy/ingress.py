@@ -13,8 +13,14 @@ unchanged:
 ``GET  /restate/invocation/{id}/attach``   same (classic path)
 ``GET  /restate/output/{id}``              the result if it is there, else 470
 ``GET  /restate/invocation/{id}/output``   same (classic path)
+``POST /restate/awakeables/{id}/resolve``  resolve an awakeable with the JSON body
+``POST /restate/awakeables/{id}/reject``   reject it with the body as the reason
+``POST /restate/a/{id}/resolve|reject``    same (the short form Restate's clients use)
 ``GET  /restate/health``                   liveness
 =========================================  ============================================
+
+``?delay=10s`` (or ISO-8601 ``PT10S``) on a send starts the invocation later;
+the delay is a durable timer.
 
 An ``Idempotency-Key`` header makes a submission idempotent: the same key (for
 the same service and handler) gives the same invocation and the same result,
@@ -32,10 +38,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .errors import BadRequest, MethodNotAllowed, NotFound, ProxyError, UnprocessableEntity
-from .http import decode_json, error_response, json_response, raw_json_response, read_body
+from handler_sdk.protocol import parse_awakeable_id
+
+from .errors import BadRequest, Conflict, MethodNotAllowed, NotFound, ProxyError, UnprocessableEntity
+from .http import error_response, json_response, raw_json_response, read_body
 from .ids import invocation_id as new_invocation_id
-from .store.base import IdempotencyConflict, Invocation, NewInvocation
+from .store.base import IdempotencyConflict, Invocation, StoredFailure
+from .submission import new_invocation, parse_delay_ms, parse_input
 from .waiters import Outcome
 
 if TYPE_CHECKING:
@@ -110,38 +119,35 @@ class Ingress:
             case ["output", invocation_id] | ["invocation", invocation_id, "output"]:
                 _require(method, "GET")
                 return await self._output(invocation_id)
+            case ["awakeables" | "a", awakeable, ("resolve" | "reject") as verb]:
+                _require(method, "POST")
+                return await self._complete_awakeable(request, awakeable, verb)
         raise NotFound(f"no ingress route for {method} {request.url.path}")
 
     # ------------------------------------------------------------------ submissions
 
     async def _submit(self, request: Request, service: str, handler: str, *, send: bool) -> Response:
         rt = self._rt
-        info = rt.registry.handler(service, handler)
+        rt.registry.handler(service, handler)  # 404 before reading the body
         body = await read_body(request, rt.settings.max_body_bytes)
-        value: Any = None
-        if body.strip():
-            value = decode_json(body)
-        if value is not None and not info.manifest.takes_input:
-            raise BadRequest(f"{service}/{handler} takes no input, got a request body")
-        problem = info.validation_error(value) if info.manifest.takes_input else None
-        if problem is not None:
-            raise BadRequest(f"invalid input for {service}/{handler}: {problem}", code="invalid_input")
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
             raise BadRequest(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters long")
-        if "delay" in request.query_params:
-            raise BadRequest("delayed sends (?delay=) are not supported by this version of durable-proxy")
-
         now = rt.clock.now_ms()
-        deployment_id = rt.registry.deployment_for(service)
-        new = NewInvocation(
-            id=new_invocation_id(now),
+        run_at_ms = None
+        if "delay" in request.query_params:
+            if not send:
+                raise BadRequest("?delay= applies to sends only: use .../send?delay=...")
+            run_at_ms = now + parse_delay_ms(request.query_params["delay"])
+        new = new_invocation(
+            rt.registry,
+            invocation_id=new_invocation_id(now),
             service=service,
             handler=handler,
-            input=msgspec.json.encode(value),
-            deployment_id=deployment_id,
+            value=parse_input(body),
             idempotency_key=idempotency_key,
             headers={k: v for k, v in request.headers.items() if k not in _DROPPED_HEADERS},
+            run_at_ms=run_at_ms,
         )
         waiter = None if send else rt.waiters.register(new.id)
         try:
@@ -154,7 +160,9 @@ class Ingress:
                     code="idempotency_conflict",
                 ) from None
             invocation = created.invocation
-            if not invocation.done:
+            if created.created and run_at_ms is not None:
+                rt.timers.add(invocation.id, -1, run_at_ms)
+            elif invocation.status == "pending":
                 rt.invoker.schedule(invocation.id, deployment_id=invocation.deployment_id)
             if send:
                 status = "Accepted" if created.created else "PreviouslyAccepted"
@@ -200,6 +208,29 @@ class Ingress:
         if not invocation.done:
             return json_response({"message": "not ready"}, 470, headers={ID_HEADER: invocation_id})
         return outcome_response(Outcome.of(invocation))
+
+    async def _complete_awakeable(self, request: Request, awakeable: str, verb: str) -> Response:
+        rt = self._rt
+        parsed = parse_awakeable_id(awakeable)
+        if parsed is None:
+            raise NotFound(f"awakeable {awakeable} not found", code="awakeable_not_found")
+        invocation_id, index = parsed
+        body = await read_body(request, rt.settings.max_body_bytes)
+        if verb == "resolve":
+            result: bytes | None = msgspec.json.encode(parse_input(body))
+            failure = None
+        else:
+            reason = body.decode("utf-8", "replace").strip() or "rejected"
+            result, failure = None, StoredFailure(code=500, message=reason)
+        outcome, effects = await rt.store.complete_entry(
+            invocation_id, index, rt.clock.now_ms(), result=result, failure=failure, kind="awakeable"
+        )
+        if outcome == "not_found":
+            raise NotFound(f"awakeable {awakeable} not found", code="awakeable_not_found")
+        if outcome == "already_completed":
+            raise Conflict(f"awakeable {awakeable} was already resolved or rejected", code="already_completed")
+        rt.apply_effects(effects)
+        return Response(status_code=202)
 
     async def _await_outcome(self, request: Request, invocation_id: str, waiter: asyncio.Future[Outcome]) -> Response:
         """Wait for the invocation's end, unless the client goes away first (the invocation goes on)."""

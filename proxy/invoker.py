@@ -12,13 +12,21 @@ a body that is not a protocol message) ends the attempt as ``retry`` with an
 error an operator can read, and the next attempt goes to another instance if
 there is one. After the policy's last attempt the invocation ends failed with
 the last error: neither lost nor retried forever.
+
+A handler that waits for something (a sleep, a call, an awakeable) answers
+``suspended``: the attempt ends and holds nothing. The completion it waits for
+makes the invocation ``pending`` again, and the store reports that as an
+effect of the write that completed it, which schedules the next attempt.
+Retry backoffs are durable timers too, so the invoker keeps no task for an
+invocation that is not running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -28,11 +36,13 @@ from handler_sdk.protocol import (
     INVOKE_CONTENT_TYPE,
     PROTOCOL_VIOLATION,
     Completed,
+    Completion,
     Failed,
     Failure,
     InvokeRequest,
     InvokeResponse,
     Retry,
+    Suspended,
     invoke_response_decoder,
     json_encoder,
     parse_content_type_version,
@@ -42,9 +52,8 @@ from .clock import Clock
 from .config import Settings
 from .registry import Registry, describe_http_error
 from .retry import RetryPolicy, next_retry_at
-from .store.base import Claim, JournalStore, StoredFailure
+from .store.base import Claim, CompletionRow, Effects, JournalStore, StoredFailure
 from .tokens import TokenSigner
-from .waiters import Outcome, Waiters
 
 log = logging.getLogger("durable_proxy.invoker")
 
@@ -81,9 +90,10 @@ class Invoker:
         clock: Clock,
         client: httpx.AsyncClient,
         settings: Settings,
-        waiters: Waiters,
         signer: TokenSigner,
         callback_base: str,
+        on_effects: Callable[[Effects], None],
+        on_backoff: Callable[[str, int], None],
     ) -> None:
         self._store = store
         self._registry = registry
@@ -91,31 +101,27 @@ class Invoker:
         self._client = client
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
-        self._waiters = waiters
+        self._on_effects = on_effects
+        self._on_backoff = on_backoff
         self._signer = signer
         self._callback_base = callback_base.rstrip("/")
         self._slots = asyncio.Semaphore(settings.max_concurrent_attempts)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, _Activity] = {}
+        #: The instance each invocation's last attempt went to: the next attempt prefers another.
+        self._last_endpoint: dict[str, str] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ scheduling
 
-    def schedule(
-        self,
-        invocation_id: str,
-        *,
-        deployment_id: str | None = None,
-        at_ms: int | None = None,
-        avoid: str | None = None,
-    ) -> None:
-        """Start (or, with ``at_ms``, later start) the next attempt of an invocation.
+    def schedule(self, invocation_id: str, *, deployment_id: str | None = None) -> None:
+        """Start the next attempt of a pending invocation.
 
         At most one task per invocation: scheduling one that already has a task is a no-op.
         """
         if self._closed or invocation_id in self._tasks:
             return
-        self._spawn(invocation_id, self._run(invocation_id, deployment_id, at_ms, avoid))
+        self._spawn(invocation_id, self._run(invocation_id, deployment_id))
 
     def _spawn(self, invocation_id: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"attempt:{invocation_id}")
@@ -138,6 +144,12 @@ class Invoker:
         activity = self._running.get(invocation_id)
         return None if activity is None else activity.attempt
 
+    def abort(self, invocation_id: str) -> None:
+        """Stop the running attempt of an invocation that was killed (the store already fenced it)."""
+        task = self._tasks.get(invocation_id)
+        if task is not None and invocation_id in self._running:
+            task.cancel()
+
     async def close(self) -> None:
         """Stop every attempt. Their invocations stay running in the store; the next start recovers them."""
         self._closed = True
@@ -148,17 +160,20 @@ class Invoker:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _run(self, invocation_id: str, deployment_id: str | None, at_ms: int | None, avoid: str | None) -> None:
-        """Drive one invocation through its attempts until it ends or another task owns it."""
+    async def _run(self, invocation_id: str, deployment_id: str | None) -> None:
+        """Run attempts of one invocation while it stays runnable."""
+        at_ms: int | None = None
         while True:
-            if at_ms is not None and at_ms > self._clock.now_ms():
+            if at_ms is not None:
                 await self._clock.sleep_until(at_ms)
+                at_ms = None
             async with self._slots:
                 if deployment_id is None:
                     invocation = await self._store.get_invocation(invocation_id)
-                    if invocation is None or invocation.done:
+                    if invocation is None or invocation.status != "pending":
                         return
                     deployment_id = invocation.deployment_id
+                avoid = self._last_endpoint.get(invocation_id)
                 endpoint = self._registry.pick_endpoint(deployment_id, avoid)
                 if endpoint is None:
                     log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
@@ -178,10 +193,10 @@ class Invoker:
                         response = Retry(failure=down.failure)
                 finally:
                     self._running.pop(invocation_id, None)
-                at_ms = await self._finish(claim, response)
-            if at_ms is None:
+                again = await self._finish(claim, endpoint, response)
+            if not again:
+                self._last_endpoint.pop(invocation_id, None)
                 return
-            avoid = endpoint
 
     async def _attempt(self, claim: Claim, endpoint: str) -> InvokeResponse:
         invocation = claim.invocation
@@ -195,7 +210,10 @@ class Invoker:
             callback_url=f"{self._callback_base}/_durable/v1/invocations/{invocation.id}",
             input=msgspec.Raw(invocation.input),
             journal=[msgspec.Raw(row.entry) for row in claim.journal],
+            completions=[to_completion(row) for row in claim.completions],
             headers=invocation.headers,
+            random_seed=random_seed(invocation.id),
+            cancelled=invocation.cancel_requested,
         )
         url = f"{endpoint}/invoke/{invocation.service}/{invocation.handler}"
         post = asyncio.ensure_future(
@@ -237,43 +255,58 @@ class Invoker:
                 return Failure(code=504, message=message)
             await self._clock.sleep_until(deadline)
 
-    async def _finish(self, claim: Claim, response: InvokeResponse) -> int | None:
-        """Commit how the attempt ended; the time of the next attempt, or None if there is none."""
+    async def _finish(self, claim: Claim, endpoint: str, response: InvokeResponse) -> bool:
+        """Commit how the attempt ended; True when the invocation must run again right away."""
         invocation = claim.invocation
         attempt = invocation.attempt
         now = self._clock.now_ms()
+        effects: Effects | None = None
         match response:
             case Completed(output=output):
-                if await self._store.complete(invocation.id, attempt, bytes(output), now):
-                    self._waiters.notify(Outcome(invocation_id=invocation.id, output=bytes(output)))
-                    return None
+                effects = await self._store.complete(invocation.id, attempt, bytes(output), now)
             case Failed(failure=failure):
                 stored = StoredFailure(code=failure.code, message=failure.message)
-                if await self._store.fail(invocation.id, attempt, stored, now):
-                    self._waiters.notify(Outcome(invocation_id=invocation.id, failure=stored))
-                    return None
+                effects = await self._store.fail(invocation.id, attempt, stored, now)
+            case Suspended(waiting_on=waiting_on):
+                outcome = await self._store.suspend(invocation.id, attempt, waiting_on, now)
+                if outcome != "fenced":
+                    return outcome == "resume"
             case Retry(failure=failure, retry_after_ms=retry_after_ms):
-                if failure.stacktrace:
-                    log.warning(
-                        "attempt %d of %s failed: %s\n%s", attempt, invocation.id, failure.message, failure.stacktrace
-                    )
-                else:
-                    log.warning("attempt %d of %s failed: %s", attempt, invocation.id, failure.message)
+                self._log_failure(invocation.id, attempt, failure)
+                self._last_endpoint[invocation.id] = endpoint
                 next_at = next_retry_at(self._policy, attempt, now, retry_after_ms=retry_after_ms)
+                last = StoredFailure(code=failure.code, message=failure.message)
                 if next_at is None:
                     stored = StoredFailure(
                         code=500, message=f"gave up after {attempt} attempts; last error: {failure.message}"
                     )
-                    last = StoredFailure(code=failure.code, message=failure.message)
-                    if await self._store.fail(invocation.id, attempt, stored, now, attempt_failure=last):
-                        self._waiters.notify(Outcome(invocation_id=invocation.id, failure=stored))
-                        return None
-                else:
-                    stored = StoredFailure(code=failure.code, message=failure.message)
-                    if await self._store.backoff(invocation.id, attempt, stored, next_at, now):
-                        return next_at
+                    effects = await self._store.fail(invocation.id, attempt, stored, now, attempt_failure=last)
+                elif await self._store.backoff(invocation.id, attempt, last, next_at, now):
+                    self._on_backoff(invocation.id, next_at)
+                    return False
+        if effects is not None:
+            self._on_effects(effects)
+            return False
         log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)
-        return None
+        return False
+
+    @staticmethod
+    def _log_failure(invocation_id: str, attempt: int, failure: Failure) -> None:
+        if failure.stacktrace:
+            log.warning("attempt %d of %s failed: %s\n%s", attempt, invocation_id, failure.message, failure.stacktrace)
+        else:
+            log.warning("attempt %d of %s failed: %s", attempt, invocation_id, failure.message)
+
+
+def random_seed(invocation_id: str) -> int:
+    """The seed of ``ctx.random()``: fixed per invocation, so every attempt draws the same numbers."""
+    return int.from_bytes(hashlib.sha256(invocation_id.encode()).digest()[:8], "big")
+
+
+def to_completion(row: CompletionRow) -> Completion:
+    failure = None if row.failure is None else Failure(code=row.failure.code, message=row.failure.message)
+    result = msgspec.Raw(row.result) if row.result is not None else msgspec.Raw(b"null")
+    return Completion(index=row.index, result=result, failure=failure)
 
 
 def _read_response(url: str, response: httpx.Response) -> InvokeResponse:

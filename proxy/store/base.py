@@ -162,8 +162,6 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     effects: Effects = Effects()
 
 
-
-
 class Created(msgspec.Struct, frozen=True, kw_only=True):
     invocation: Invocation
     #: False when an invocation with the same idempotency key already existed.

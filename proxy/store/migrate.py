@@ -12,6 +12,13 @@ exactly one known version. The immediate lock also serialises two processes
 migrating the same file: the second one re-reads the version under the lock
 and finds nothing left to do.
 
+Migrations run with foreign keys off, so that a migration can rebuild a table
+other tables refer to (SQLite cannot alter a constraint in place; with foreign
+keys on, dropping the old table would cascade-delete the rows that refer to
+it). ``PRAGMA foreign_key_check`` runs before each commit instead: a migration
+that leaves a dangling reference is rolled back. The connection's setting is
+restored afterwards.
+
 A database whose version is newer than the newest migration this code knows
 was written by a newer proxy; opening it could silently misread it, so it is
 refused with ``SchemaTooNewError``.
@@ -110,8 +117,13 @@ def migrate(conn: sqlite3.Connection, dialect: str = "sqlite") -> list[int]:
         raise RuntimeError("migrate() needs a connection outside any transaction")
     migrations = load_migrations(dialect)
     applied: list[int] = []
-    while (version := _apply_next(conn, migrations)) is not None:
-        applied.append(version)
+    foreign_keys = int(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+    conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction, hence here
+    try:
+        while (version := _apply_next(conn, migrations)) is not None:
+            applied.append(version)
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
     return applied
 
 
@@ -130,6 +142,12 @@ def _apply_next(conn: sqlite3.Connection, migrations: tuple[Migration, ...]) -> 
         step = migrations[version]  # versions are 1..N, so this is version + 1
         for statement in split_statements(step.sql):
             conn.execute(statement)
+        dangling = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if dangling:
+            raise RuntimeError(
+                f"migration {step.version} ({step.name}) would leave {len(dangling)} dangling foreign key(s),"
+                f" first: {tuple(dangling[0])}"
+            )
         conn.execute(
             "INSERT INTO schema_version (version, name, applied_at_ms) VALUES (?, ?, ?)",
             # No caller supplies a time here, so this is the one place the store reads the clock.

@@ -23,8 +23,16 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
+import msgspec
+
 from handler_sdk.protocol import manifest_decoder
-from proxy.store import _sqlite_ops as ops
+from proxy.store import (
+    _sqlite_ops as ops,
+    _sqlite_ops_cancel as cancels,
+    _sqlite_ops_completions as completions,
+    _sqlite_ops_deployments as deployments,
+    _sqlite_ops_invocations as invocations,
+)
 from proxy.store._sqlite_writer import (
     SQLiteReader,
     SQLiteWriter,
@@ -33,11 +41,15 @@ from proxy.store._sqlite_writer import (
     connect,
 )
 from proxy.store.base import (
-    AppendOutcome,
+    AppendResult,
     AttemptRow,
+    CancelOutcome,
     Claim,
+    CompleteEntryOutcome,
+    CompletionRow,
     Created,
     Deployment,
+    Effects,
     Invocation,
     InvocationStatus,
     JournalRow,
@@ -45,6 +57,8 @@ from proxy.store.base import (
     NewInvocation,
     ServiceRow,
     StoredFailure,
+    SuspendOutcome,
+    TimerRow,
 )
 from proxy.store.migrate import migrate
 
@@ -110,7 +124,7 @@ class SQLiteStore(JournalStore):
             raise RuntimeError("SQLiteStore.open() may only be called once; make a new store to reopen")
         try:
             await self.writer.start()  # connects, checks integrity and migrates, on the writer thread
-            self._secret = await self.writer.run(lambda conn: ops.ensure_secret(conn, secrets.token_bytes(32)))
+            self._secret = await self.writer.run(lambda conn: deployments.ensure_secret(conn, secrets.token_bytes(32)))
             await self._reader.start()  # after migrating, so the reader never sees a half-made schema
         except BaseException:
             await self.close()
@@ -137,7 +151,8 @@ class SQLiteStore(JournalStore):
     # ---------------------------------------------------------------- invocations
 
     async def create_invocation(self, new: NewInvocation, now_ms: int) -> Created:
-        return await self._write(lambda conn: ops.create_invocation(conn, new, now_ms))
+        _check_new(new)
+        return await self._write(lambda conn: invocations.create_invocation(conn, new, now_ms))
 
     async def get_invocation(self, invocation_id: str) -> Invocation | None:
         return await self._read(lambda conn: ops.get_invocation(conn, invocation_id))
@@ -149,19 +164,38 @@ class SQLiteStore(JournalStore):
         return await self._read(lambda conn: ops.get_attempts(conn, invocation_id))
 
     async def claim(self, invocation_id: str, endpoint: str | None, now_ms: int) -> Claim | None:
-        return await self._write(lambda conn: ops.claim(conn, invocation_id, endpoint, now_ms))
+        return await self._write(lambda conn: invocations.claim(conn, invocation_id, endpoint, now_ms))
 
     async def append(
-        self, invocation_id: str, attempt: int, index: int, kind: str, name: str, entry: bytes, now_ms: int
-    ) -> AppendOutcome:
+        self,
+        invocation_id: str,
+        attempt: int,
+        index: int,
+        kind: str,
+        name: str,
+        entry: bytes,
+        now_ms: int,
+        *,
+        child: NewInvocation | None = None,
+        timer_at_ms: int | None = None,
+        completion: CompletionRow | None = None,
+    ) -> AppendResult:
         if index < 0:
             raise ValueError(f"journal index must be >= 0, not {index}")
+        if child is not None:
+            child = _child_of(child, invocation_id, index)
+        if completion is not None:
+            if completion.index != index:
+                raise ValueError(f"the completion is for entry {completion.index}, not for the appended {index}")
+            _check_result(completion.result, completion.failure)
         return await self._write(
-            lambda conn: ops.append(conn, invocation_id, attempt, index, kind, name, entry, now_ms)
+            lambda conn: invocations.append(
+                conn, invocation_id, attempt, index, kind, name, entry, now_ms, child, timer_at_ms, completion
+            )
         )
 
-    async def complete(self, invocation_id: str, attempt: int, output: bytes, now_ms: int) -> bool:
-        return await self._write(lambda conn: ops.complete(conn, invocation_id, attempt, output, now_ms))
+    async def complete(self, invocation_id: str, attempt: int, output: bytes, now_ms: int) -> Effects | None:
+        return await self._write(lambda conn: invocations.complete(conn, invocation_id, attempt, output, now_ms))
 
     async def fail(
         self,
@@ -171,23 +205,63 @@ class SQLiteStore(JournalStore):
         now_ms: int,
         *,
         attempt_failure: StoredFailure | None = None,
-    ) -> bool:
+    ) -> Effects | None:
         return await self._write(
-            lambda conn: ops.fail(conn, invocation_id, attempt, failure, now_ms, attempt_failure=attempt_failure)
+            lambda conn: invocations.fail(
+                conn, invocation_id, attempt, failure, now_ms, attempt_failure=attempt_failure
+            )
         )
 
     async def backoff(
         self, invocation_id: str, attempt: int, failure: StoredFailure, next_run_at_ms: int, now_ms: int
     ) -> bool:
         return await self._write(
-            lambda conn: ops.backoff(conn, invocation_id, attempt, failure, next_run_at_ms, now_ms)
+            lambda conn: invocations.backoff(conn, invocation_id, attempt, failure, next_run_at_ms, now_ms)
         )
 
-    async def abandon_running(self, now_ms: int) -> int:
-        return await self._write(lambda conn: ops.abandon_running(conn, now_ms))
+    async def suspend(self, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int) -> SuspendOutcome:
+        if any(index < 0 for index in waiting_on):
+            raise ValueError(f"journal indices must be >= 0, not {waiting_on}")
+        waiting_on = list(waiting_on)  # the caller may change its list while the job waits in the queue
+        return await self._write(lambda conn: invocations.suspend(conn, invocation_id, attempt, waiting_on, now_ms))
 
-    async def list_active(self) -> list[tuple[str, int | None]]:
-        return await self._read(ops.list_active)
+    async def complete_entry(
+        self,
+        invocation_id: str,
+        index: int,
+        now_ms: int,
+        *,
+        result: bytes | None = None,
+        failure: StoredFailure | None = None,
+        kind: str | None = None,
+    ) -> tuple[CompleteEntryOutcome, Effects]:
+        _check_result(result, failure)
+        return await self._write(
+            lambda conn: completions.complete_entry(conn, invocation_id, index, now_ms, result, failure, kind)
+        )
+
+    async def get_completions(self, invocation_id: str, indices: list[int]) -> list[CompletionRow]:
+        indices = list(indices)
+        return await self._read(lambda conn: ops.get_completions(conn, invocation_id, indices))
+
+    async def fire_timer(self, invocation_id: str, index: int, now_ms: int) -> Effects:
+        return await self._write(lambda conn: completions.fire_timer(conn, invocation_id, index, now_ms))
+
+    async def due_timers(self, before_ms: int, limit: int) -> list[TimerRow]:
+        limit = max(limit, 0)
+        return await self._read(lambda conn: ops.due_timers(conn, before_ms, limit))
+
+    async def cancel(self, invocation_id: str, now_ms: int) -> tuple[CancelOutcome, Effects]:
+        return await self._write(lambda conn: cancels.cancel(conn, invocation_id, now_ms))
+
+    async def kill(self, invocation_id: str, failure: StoredFailure, now_ms: int) -> tuple[CancelOutcome, Effects]:
+        return await self._write(lambda conn: cancels.kill(conn, invocation_id, failure, now_ms))
+
+    async def abandon_running(self, now_ms: int) -> int:
+        return await self._write(lambda conn: invocations.abandon_running(conn, now_ms))
+
+    async def list_runnable(self) -> list[str]:
+        return await self._read(ops.list_runnable)
 
     async def list_invocations(self, *, status: InvocationStatus | None = None, limit: int = 100) -> list[Invocation]:
         limit = max(limit, 0)
@@ -198,17 +272,45 @@ class SQLiteStore(JournalStore):
     async def register_deployment(self, deployment_id: str, uri: str, manifest: bytes, now_ms: int) -> Deployment:
         services = manifest_decoder.decode(manifest).services  # invalid manifests fail here, before any write
         return await self._write(
-            lambda conn: ops.register_deployment(conn, deployment_id, uri, manifest, services, now_ms)
+            lambda conn: deployments.register_deployment(conn, deployment_id, uri, manifest, services, now_ms)
         )
 
     async def remove_endpoint(self, uri: str) -> bool:
-        return await self._write(lambda conn: ops.remove_endpoint(conn, uri))
+        return await self._write(lambda conn: deployments.remove_endpoint(conn, uri))
 
     async def list_deployments(self) -> list[Deployment]:
-        return await self._read(ops.list_deployments)
+        return await self._read(deployments.list_deployments)
 
     async def get_deployment(self, deployment_id: str) -> Deployment | None:
-        return await self._read(lambda conn: ops.get_deployment(conn, deployment_id))
+        return await self._read(lambda conn: deployments.get_deployment(conn, deployment_id))
 
     async def list_services(self) -> list[ServiceRow]:
-        return await self._read(ops.list_services)
+        return await self._read(deployments.list_services)
+
+
+# --------------------------------------------------------------------------- argument checks (before queueing)
+
+
+def _check_new(new: NewInvocation) -> None:
+    if (new.parent_id is None) != (new.parent_index is None):
+        raise ValueError("parent_id and parent_index go together")
+    if new.parent_awaits and new.parent_id is None:
+        raise ValueError("parent_awaits needs a parent_id")
+
+
+def _child_of(child: NewInvocation, invocation_id: str, index: int) -> NewInvocation:
+    """The child started by entry ``index``: its parent link is that entry (filled in when left out)."""
+    if child.parent_id is None and child.parent_index is None:
+        child = msgspec.structs.replace(child, parent_id=invocation_id, parent_index=index)
+    if (child.parent_id, child.parent_index) != (invocation_id, index):
+        raise ValueError(
+            f"the child {child.id} names {child.parent_id}@{child.parent_index} as its parent entry,"
+            f" but it is started by {invocation_id}@{index}"
+        )
+    _check_new(child)
+    return child
+
+
+def _check_result(result: bytes | None, failure: StoredFailure | None) -> None:
+    if result is not None and failure is not None:
+        raise ValueError("a completion has a result or a failure, not both")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.store import migrate as migrations
+from proxy.store.base import Effects, StoredFailure, TimerRow
 from proxy.store.migrate import (
     Migration,
     SchemaTooNewError,
@@ -143,3 +144,166 @@ async def test_a_corrupt_database_is_refused(db: Path, conn: sqlite3.Connection)
     with pytest.raises(DatabaseCorruptError, match="quick_check"):
         await store.open()
     await store.close()
+
+
+def migrate_to(conn: sqlite3.Connection, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apply only the first ``version`` migrations, as an older proxy would have."""
+    known = load_migrations("sqlite")
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "load_migrations", lambda dialect="sqlite": known[:version])
+        assert migrate(conn) == list(range(1, version + 1))
+
+
+def insert_v1_invocation(
+    conn: sqlite3.Connection, invocation_id: str, status: str, created_at_ms: int, **extra: object
+) -> None:
+    columns = {
+        "id": invocation_id,
+        "service": "greeter",
+        "handler": "greet",
+        "status": status,
+        "input": b'"world"',
+        "headers": '{"x-trace":"abc"}',
+        "deployment_id": "dp-1",
+        "created_at_ms": created_at_ms,
+        "modified_at_ms": created_at_ms,
+        **extra,
+    }
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    conn.execute(f"INSERT INTO invocations ({names}) VALUES ({marks})", tuple(columns.values()))
+
+
+async def test_0002_upgrades_a_version_1_database_with_its_data(
+    db: Path, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate_to(conn, 1, monkeypatch)
+    conn.execute("PRAGMA foreign_keys = ON")
+    insert_v1_invocation(conn, "running", "running", 1_000, attempt=1, journal_len=2)
+    conn.executemany(
+        "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
+        " VALUES ('running', ?, 'run', 'step', 1, ?, 1100)",
+        [(0, b"A"), (1, b"B")],
+    )
+    conn.execute(
+        "INSERT INTO attempts (invocation_id, attempt, endpoint, started_at_ms)"
+        " VALUES ('running', 1, 'http://h1', 1001)"
+    )
+    insert_v1_invocation(
+        conn,
+        "retrying",
+        "backing_off",
+        2_000,
+        attempt=1,
+        next_run_at_ms=9_000,
+        last_failure_code=500,
+        last_failure_message="boom",
+    )
+    conn.execute(
+        "INSERT INTO attempts (invocation_id, attempt, started_at_ms, ended_at_ms, outcome, failure_code,"
+        " failure_message) VALUES ('retrying', 1, 2001, 2002, 'retry', 500, 'boom')"
+    )
+    insert_v1_invocation(conn, "done", "completed", 3_000, attempt=1, output=b'"hi"', completed_at_ms=3_001)
+    insert_v1_invocation(conn, "waiting", "pending", 4_000)
+
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert current_version(conn) == latest_version() >= 2
+        running = await store.get_invocation("running")
+        assert running is not None
+        assert (running.status, running.attempt, running.journal_len, running.headers) == (
+            "running",
+            1,
+            2,
+            {"x-trace": "abc"},
+        )
+        assert (running.parent_id, running.parent_index, running.parent_awaits) == (None, None, False)
+        assert (running.cancel_requested, running.waiting_on) == (False, None)
+        # Rebuilding the invocations table did not cascade into the journal or the attempts.
+        assert [(r.index, r.entry) for r in await store.get_journal("running")] == [(0, b"A"), (1, b"B")]
+        assert [(a.attempt, a.endpoint, a.outcome) for a in await store.get_attempts("running")] == [
+            (1, "http://h1", None)
+        ]
+        retrying = await store.get_attempts("retrying")
+        assert [(a.outcome, a.failure) for a in retrying] == [("retry", StoredFailure(code=500, message="boom"))]
+        # An invocation backing off under version 1 gets the start timer it now needs.
+        assert await store.due_timers(100_000, 10) == [TimerRow(invocation_id="retrying", index=-1, due_at_ms=9_000)]
+        assert [i.id for i in await store.list_invocations()] == ["waiting", "done", "retrying", "running"]
+        assert await store.list_runnable() == ["waiting"]
+
+        # The new statuses and verbs work on the old rows.
+        attempt = 1
+        assert (await store.append("running", attempt, 2, "awakeable", "a", b"W", 5_000)).outcome == "appended"
+        assert await store.suspend("running", attempt, [2], 5_001) == "suspended"
+        assert await store.complete_entry("running", 2, 5_002) == (
+            "completed",
+            Effects(woken=["running"], notified=["running"]),
+        )
+        assert await store.fire_timer("retrying", -1, 9_000) == Effects(woken=["retrying"])
+
+        def schema(conn: sqlite3.Connection) -> tuple[int, list[str], list[tuple[object, ...]]]:
+            foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+            indices = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                    " AND tbl_name IN ('invocations', 'timers') ORDER BY name"
+                )
+            ]
+            return foreign_keys, indices, [tuple(r) for r in conn.execute("PRAGMA foreign_key_check")]
+
+        foreign_keys, indices, dangling = await store.writer.run(schema)
+        assert foreign_keys == 1  # migrate() turned them off for the rebuild and back on
+        assert dangling == []
+        assert indices == [
+            "invocations_by_created",
+            "invocations_by_parent",
+            "invocations_idempotency",
+            "invocations_unfinished",
+            "timers_by_due",
+        ]
+    finally:
+        await store.close()
+
+
+def test_a_migration_leaving_a_dangling_reference_is_rolled_back(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known = load_migrations("sqlite")
+    dangling = Migration(
+        len(known) + 1,
+        "dangling",
+        "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
+        " VALUES ('nobody', 0, 'run', '', 1, x'00', 0);",
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    monkeypatch.setattr(migrations, "load_migrations", lambda dialect="sqlite": (*known, dangling))
+    with pytest.raises(RuntimeError, match="dangling foreign key"):
+        migrate(conn)
+    assert current_version(conn) == len(known)
+    assert conn.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # restored after the failure
+
+
+def test_completions_are_written_once(conn: sqlite3.Connection) -> None:
+    migrate(conn)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(
+        "INSERT INTO invocations (id, service, handler, status, input, deployment_id, created_at_ms, modified_at_ms)"
+        " VALUES ('i', 's', 'h', 'suspended', x'', 'd', 0, 0)"
+    )
+    conn.execute(
+        "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
+        " VALUES ('i', 0, 'sleep', '', 1, x'', 0)"
+    )
+    completion = "INSERT INTO completions (invocation_id, idx, result, created_at_ms) VALUES ('i', ?, NULL, 0)"
+    conn.execute(completion, (0,))
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(completion, (0,))
+    with pytest.raises(sqlite3.IntegrityError):  # only for an entry of the journal
+        conn.execute(completion, (1,))
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        conn.execute("UPDATE completions SET result = x'01'")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE invocations SET status = 'sleeping'")

@@ -13,39 +13,10 @@ import pytest
 from handler_sdk.protocol import HandlerManifest, Manifest, ServiceManifest
 from proxy.store import open_store
 from proxy.store._sqlite_writer import SQLiteWriter, StoreClosedError
-from proxy.store.base import IdempotencyConflict, JournalStore, NewInvocation, StoredFailure
+from proxy.store.base import AppendResult, Effects, Ended, IdempotencyConflict, JournalStore, TimerRow
 from proxy.store.sqlite import SQLiteStore
 from tests.proxy.conftest import StoreFactory
-
-BOOM = StoredFailure(code=500, message="boom")
-
-
-def new(
-    invocation_id: str = "inv-1",
-    *,
-    handler: str = "greet",
-    key: str | None = None,
-    idempotency_key: str | None = None,
-    input: bytes = b'"world"',
-) -> NewInvocation:
-    return NewInvocation(
-        id=invocation_id,
-        service="greeter",
-        handler=handler,
-        input=input,
-        deployment_id="dp-1",
-        key=key,
-        idempotency_key=idempotency_key,
-        headers={"x-trace": "abc"},
-    )
-
-
-async def start(store: JournalStore, invocation_id: str = "inv-1", now_ms: int = 1_000) -> int:
-    """Create and claim an invocation; returns the attempt number."""
-    await store.create_invocation(new(invocation_id), now_ms)
-    claim = await store.claim(invocation_id, "http://h1", now_ms + 1)
-    assert claim is not None
-    return claim.invocation.attempt
+from tests.proxy.helpers import BOOM, new, start
 
 
 def writer_of(store: JournalStore) -> SQLiteWriter:
@@ -96,8 +67,8 @@ async def test_claim_starts_a_new_attempt_with_the_journal(store: JournalStore) 
     assert (claim.invocation.status, claim.invocation.attempt) == ("running", 1)
     assert await store.claim("inv-1", "http://h1", 1_002) is None  # already running
     assert await store.claim("unknown", None, 1_002) is None
-    assert await store.append("inv-1", 1, 0, "run", "a", b"A", 1_003) == "appended"
-    assert await store.append("inv-1", 1, 1, "run", "b", b"B", 1_004) == "appended"
+    assert (await store.append("inv-1", 1, 0, "run", "a", b"A", 1_003)).outcome == "appended"
+    assert (await store.append("inv-1", 1, 1, "run", "b", b"B", 1_004)).outcome == "appended"
     assert await store.backoff("inv-1", 1, BOOM, 5_000, 1_005)
     again = await store.claim("inv-1", "http://h2", 5_000)
     assert again is not None
@@ -113,20 +84,20 @@ async def test_claim_starts_a_new_attempt_with_the_journal(store: JournalStore) 
 
 async def test_append_outcomes(store: JournalStore) -> None:
     attempt = await start(store)
-    assert await store.append("inv-1", attempt, 0, "run", "s", b"A", 2_000) == "appended"
-    assert await store.append("inv-1", attempt, 0, "run", "s", b"A", 2_001) == "duplicate"
-    assert await store.append("inv-1", attempt, 0, "run", "s", b"X", 2_002) == "conflict"
-    assert await store.append("inv-1", attempt, 2, "run", "s", b"C", 2_003) == "gap"
-    assert await store.append("inv-1", attempt + 1, 1, "run", "s", b"B", 2_004) == "fenced"
-    assert await store.append("nope", attempt, 0, "run", "s", b"A", 2_005) == "not_found"
+    assert (await store.append("inv-1", attempt, 0, "run", "s", b"A", 2_000)).outcome == "appended"
+    assert (await store.append("inv-1", attempt, 0, "run", "s", b"A", 2_001)).outcome == "duplicate"
+    assert (await store.append("inv-1", attempt, 0, "run", "s", b"X", 2_002)).outcome == "conflict"
+    assert (await store.append("inv-1", attempt, 2, "run", "s", b"C", 2_003)).outcome == "gap"
+    assert (await store.append("inv-1", attempt + 1, 1, "run", "s", b"B", 2_004)).outcome == "fenced"
+    assert (await store.append("nope", attempt, 0, "run", "s", b"A", 2_005)).outcome == "not_found"
     assert [r.entry for r in await store.get_journal("inv-1")] == [b"A"]
     inv = await store.get_invocation("inv-1")
     assert inv is not None and inv.journal_len == 1
     # An entry written by an earlier attempt is not a duplicate of the same bytes from a new attempt.
     assert await store.abandon_running(3_000) == 1
     assert (await store.claim("inv-1", None, 3_001)) is not None
-    assert await store.append("inv-1", attempt + 1, 0, "run", "s", b"A", 3_002) == "conflict"
-    assert await store.append("inv-1", attempt + 1, 1, "run", "s", b"B", 3_003) == "appended"
+    assert (await store.append("inv-1", attempt + 1, 0, "run", "s", b"A", 3_002)).outcome == "conflict"
+    assert (await store.append("inv-1", attempt + 1, 1, "run", "s", b"B", 3_003)).outcome == "appended"
 
 
 async def test_a_stale_attempt_is_fenced_everywhere(store: JournalStore) -> None:
@@ -134,9 +105,9 @@ async def test_a_stale_attempt_is_fenced_everywhere(store: JournalStore) -> None
     await store.abandon_running(2_000)
     current = await store.claim("inv-1", None, 2_001)
     assert current is not None and current.invocation.attempt == stale + 1
-    assert await store.append("inv-1", stale, 0, "run", "s", b"A", 2_002) == "fenced"
-    assert not await store.complete("inv-1", stale, b"1", 2_003)
-    assert not await store.fail("inv-1", stale, BOOM, 2_004)
+    assert (await store.append("inv-1", stale, 0, "run", "s", b"A", 2_002)).outcome == "fenced"
+    assert await store.complete("inv-1", stale, b"1", 2_003) is None
+    assert await store.fail("inv-1", stale, BOOM, 2_004) is None
     assert not await store.backoff("inv-1", stale, BOOM, 9_000, 2_005)
     inv = await store.get_invocation("inv-1")
     assert inv is not None and (inv.status, inv.attempt, inv.journal_len) == ("running", stale + 1, 0)
@@ -148,8 +119,8 @@ async def test_a_stale_attempt_is_fenced_everywhere(store: JournalStore) -> None
 async def test_complete_fail_and_backoff(store: JournalStore) -> None:
     for invocation_id in ("ok", "bad", "retry"):
         await start(store, invocation_id)
-    assert await store.complete("ok", 1, b'"hi"', 2_000)
-    assert await store.fail("bad", 1, BOOM, 2_001)
+    assert await store.complete("ok", 1, b'"hi"', 2_000) == Effects(ended=[Ended(invocation_id="ok", output=b'"hi"')])
+    assert await store.fail("bad", 1, BOOM, 2_001) == Effects(ended=[Ended(invocation_id="bad", failure=BOOM)])
     assert await store.backoff("retry", 1, BOOM, 7_000, 2_002)
     ok, bad, retry = [await store.get_invocation(i) for i in ("ok", "bad", "retry")]
     assert ok is not None and (ok.status, ok.output, ok.completed_at_ms, ok.done) == ("completed", b'"hi"', 2_000, True)
@@ -160,19 +131,20 @@ async def test_complete_fail_and_backoff(store: JournalStore) -> None:
     assert [(a.outcome, a.ended_at_ms) for a in await store.get_attempts("ok")] == [("completed", 2_000)]
     for finished in ("ok", "bad"):
         assert await store.claim(finished, None, 3_000) is None
-        assert not await store.complete(finished, 1, b"again", 3_000)
-    assert await store.list_active() == [("retry", 7_000)]
+        assert await store.complete(finished, 1, b"again", 3_000) is None
+    assert await store.list_runnable() == []
+    assert await store.due_timers(10_000, 10) == [TimerRow(invocation_id="retry", index=-1, due_at_ms=7_000)]
 
 
 async def test_abandon_running_fences_and_makes_claimable(store: JournalStore) -> None:
     await start(store, "a")
     await start(store, "b")
     await store.create_invocation(new("c"), 1_500)
-    assert await store.complete("b", 1, b"1", 1_600)
+    assert await store.complete("b", 1, b"1", 1_600) is not None
     assert await store.abandon_running(2_000) == 1
-    assert await store.append("a", 1, 0, "run", "s", b"A", 2_001) == "fenced"
+    assert (await store.append("a", 1, 0, "run", "s", b"A", 2_001)).outcome == "fenced"
     assert [(a.outcome, a.ended_at_ms) for a in await store.get_attempts("a")] == [("abandoned", 2_000)]
-    assert await store.list_active() == [("a", None), ("c", None)]
+    assert await store.list_runnable() == ["a", "c"]
     claim = await store.claim("a", None, 2_002)
     assert claim is not None and claim.invocation.attempt == 2
     assert await store.abandon_running(2_003) == 1
@@ -210,8 +182,8 @@ async def test_concurrent_appends_all_land_in_fewer_commits(store: JournalStore)
     assert all(c is not None and c.invocation.attempt == 1 for c in claims)
     writer = store.writer if isinstance(store, SQLiteStore) else None
     commits_before = writer.commits if writer else 0
-    outcomes = await asyncio.gather(*(store.append(i, 1, 0, "run", "s", i.encode(), 2_000) for i in ids))
-    assert outcomes == ["appended"] * len(ids)
+    results = await asyncio.gather(*(store.append(i, 1, 0, "run", "s", i.encode(), 2_000) for i in ids))
+    assert [r.outcome for r in results] == ["appended"] * len(ids)
     for i in ids:
         assert [r.entry for r in await store.get_journal(i)] == [i.encode()]
     if writer is not None:
@@ -226,7 +198,7 @@ async def test_close_finishes_the_writes_already_queued(store_factory: StoreFact
         await start(store, i)
     # gather starts its tasks in order: every append is queued before close() is.
     *outcomes, _ = await asyncio.gather(*(store.append(i, 1, 0, "run", "s", b"A", 2_000) for i in ids), store.close())
-    assert outcomes == ["appended"] * len(ids)
+    assert [r.outcome for r in outcomes if isinstance(r, AppendResult)] == ["appended"] * len(ids)
     reopened = await store_factory()
     assert [len(await reopened.get_journal(i)) for i in ids] == [1] * len(ids)
 
@@ -304,7 +276,7 @@ async def test_list_invocations_most_recent_first(store: JournalStore) -> None:
     assert [i.id for i in await store.list_invocations(status="pending")] == ["d", "b", "a"]
     assert [i.id for i in await store.list_invocations(status="completed")] == ["c"]
     assert await store.list_invocations(status="failed") == []
-    assert await store.list_active() == [("a", None), ("b", None), ("d", None)]
+    assert await store.list_runnable() == ["a", "b", "d"]
 
 
 # --------------------------------------------------------------------------- deployments

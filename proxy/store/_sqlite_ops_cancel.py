@@ -1,0 +1,99 @@
+"""The SQL of the SQLite store, part 4: the cancel and kill cascades.
+
+Both walk from an invocation down the calls it made (``parent_awaits = 1``),
+recursively, skipping invocations that already ended (and what hangs below
+them). Sends are not followed: their callee does not belong to the caller.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from proxy.store._sqlite_ops_completions import EffectsBuilder, finish
+from proxy.store.base import CancelOutcome, Effects, StoredFailure
+
+CANCELLED: Final = StoredFailure(code=409, message="cancelled")
+
+#: The invocation and its unfinished callees, parents before children. ``UNION`` (not ``UNION ALL``)
+#: drops rows already produced, so even a cycle in the parent links ends the walk.
+CASCADE_SQL: Final = (
+    "WITH RECURSIVE tree (id) AS ("
+    " SELECT ?"
+    " UNION"
+    " SELECT i.id FROM tree JOIN invocations i ON i.parent_id = tree.id"
+    " WHERE i.parent_awaits = 1 AND i.status NOT IN ('completed', 'failed')"
+    ") SELECT id FROM tree"
+)
+
+
+def _cascade(conn: sqlite3.Connection, invocation_id: str) -> list[tuple[str, str, int]] | CancelOutcome:
+    """(id, status, attempt) of the invocation and its unfinished callees, or why there is nothing to do."""
+    root = conn.execute("SELECT status FROM invocations WHERE id = ?", (invocation_id,)).fetchone()
+    if root is None:
+        return "not_found"
+    if root[0] in ("completed", "failed"):
+        return "already_done"
+    found: list[tuple[str, str, int]] = []
+    for (member,) in conn.execute(CASCADE_SQL, (invocation_id,)).fetchall():
+        row = conn.execute("SELECT status, attempt FROM invocations WHERE id = ?", (member,)).fetchone()
+        found.append((member, row[0], row[1]))
+    return found
+
+
+def cancel(conn: sqlite3.Connection, invocation_id: str, now_ms: int) -> tuple[CancelOutcome, Effects]:
+    fx = EffectsBuilder()
+    members = _cascade(conn, invocation_id)
+    if isinstance(members, str):
+        return members, fx.build()
+    for member, status, attempt in members:
+        if status == "scheduled" or (status == "pending" and attempt == 0):
+            # Never started: nothing to compensate, it ends here (and completes its caller's entry).
+            conn.execute(
+                "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?,"
+                " completed_at_ms = ?, modified_at_ms = ?, waiting_on = NULL WHERE id = ?",
+                (CANCELLED.code, CANCELLED.message, now_ms, now_ms, member),
+            )
+            finish(conn, fx, member, None, CANCELLED, now_ms)
+        elif status in ("suspended", "backing_off"):
+            # Must run again now to see the cancellation and compensate.
+            conn.execute(
+                "UPDATE invocations SET cancel_requested = 1, status = 'pending', waiting_on = NULL,"
+                " modified_at_ms = ? WHERE id = ?",
+                (now_ms, member),
+            )
+            conn.execute("DELETE FROM timers WHERE invocation_id = ? AND idx = -1", (member,))
+            fx.wake(member)
+        else:
+            # Running (or about to run again): its next append or await reports the flag. Listed as
+            # notified so that an attempt blocked waiting for a completion re-reads its state.
+            conn.execute(
+                "UPDATE invocations SET cancel_requested = 1, modified_at_ms = ? WHERE id = ?", (now_ms, member)
+            )
+            if status == "running":
+                fx.notify(member)
+    return "requested", fx.build()
+
+
+def kill(
+    conn: sqlite3.Connection, invocation_id: str, failure: StoredFailure, now_ms: int
+) -> tuple[CancelOutcome, Effects]:
+    fx = EffectsBuilder()
+    members = _cascade(conn, invocation_id)
+    if isinstance(members, str):
+        return members, fx.build()
+    for member, _status, _attempt in members:
+        conn.execute(
+            "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?, completed_at_ms = ?,"
+            " modified_at_ms = ?, waiting_on = NULL WHERE id = ?",
+            (failure.code, failure.message, now_ms, now_ms, member),
+        )
+        # Fences the running attempt, if any: its row is no longer 'running'.
+        conn.execute(
+            "UPDATE attempts SET ended_at_ms = ?, outcome = 'killed', failure_code = ?, failure_message = ?"
+            " WHERE invocation_id = ? AND ended_at_ms IS NULL",
+            (now_ms, failure.code, failure.message, member),
+        )
+        # A callee's caller is being killed too; only the root's caller (outside the cascade) gets a completion.
+        finish(conn, fx, member, None, failure, now_ms, complete_parent=member == invocation_id)
+    return "requested", fx.build()

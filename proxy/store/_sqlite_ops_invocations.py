@@ -1,0 +1,292 @@
+"""The SQL of the SQLite store, part 2: the life of one invocation (see the diagram in ``base``).
+
+Every write made on behalf of an attempt is fenced by ``CURRENT_ATTEMPT`` in
+the same statement that changes the row, so the check and the write cannot be
+torn apart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgspec
+
+from proxy.store._sqlite_ops import (
+    CURRENT_ATTEMPT,
+    UNFINISHED,
+    encode_indices,
+    find_by_idempotency_key,
+    get_all_completions,
+    get_invocation,
+    get_journal,
+)
+from proxy.store._sqlite_ops_completions import EffectsBuilder, add_completion, finish, insert_start_timer
+from proxy.store.base import (
+    AppendOutcome,
+    AppendResult,
+    Claim,
+    CompletionRow,
+    Created,
+    Effects,
+    IdempotencyConflict,
+    NewInvocation,
+    StoredFailure,
+    SuspendOutcome,
+)
+
+
+def insert_invocation(conn: sqlite3.Connection, new: NewInvocation, now_ms: int, *, if_absent: bool = False) -> bool:
+    """Insert ``new``: ``scheduled`` with a start timer when it has ``run_at_ms``, else ``pending``.
+
+    With ``if_absent``, an invocation that already has this id is left as it is (returns False);
+    otherwise a taken id raises ``sqlite3.IntegrityError``.
+    """
+    scheduled = new.run_at_ms is not None
+    inserted = conn.execute(
+        "INSERT INTO invocations (id, service, handler, key, status, input, headers, deployment_id,"
+        " idempotency_key, next_run_at_ms, created_at_ms, modified_at_ms, parent_id, parent_index, parent_awaits)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + (" ON CONFLICT (id) DO NOTHING" if if_absent else ""),
+        (
+            new.id,
+            new.service,
+            new.handler,
+            new.key,
+            "scheduled" if scheduled else "pending",
+            new.input,
+            msgspec.json.encode(new.headers).decode(),
+            new.deployment_id,
+            new.idempotency_key,
+            new.run_at_ms,
+            now_ms,
+            now_ms,
+            new.parent_id,
+            new.parent_index,
+            int(new.parent_awaits),
+        ),
+    ).rowcount
+    if inserted and new.run_at_ms is not None:
+        insert_start_timer(conn, new.id, new.run_at_ms)
+    return inserted > 0
+
+
+def create_invocation(conn: sqlite3.Connection, new: NewInvocation, now_ms: int) -> Created:
+    if new.idempotency_key is not None:
+        existing = find_by_idempotency_key(conn, new.service, new.handler, new.key, new.idempotency_key)
+        if existing is not None:
+            if existing.input != new.input:
+                raise IdempotencyConflict(existing)
+            return Created(invocation=existing, created=False)
+    insert_invocation(conn, new, now_ms)
+    created = get_invocation(conn, new.id)
+    assert created is not None
+    return Created(invocation=created, created=True)
+
+
+def claim(conn: sqlite3.Connection, invocation_id: str, endpoint: str | None, now_ms: int) -> Claim | None:
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'running', attempt = attempt + 1, next_run_at_ms = NULL, waiting_on = NULL,"
+        f" modified_at_ms = ? WHERE id = ? AND {UNFINISHED} AND status IN ('pending', 'backing_off')",
+        (now_ms, invocation_id),
+    ).rowcount
+    if updated == 0:
+        return None
+    conn.execute("DELETE FROM timers WHERE invocation_id = ? AND idx = -1", (invocation_id,))  # claimed early
+    invocation = get_invocation(conn, invocation_id)
+    assert invocation is not None
+    conn.execute(
+        "INSERT INTO attempts (invocation_id, attempt, endpoint, started_at_ms) VALUES (?, ?, ?, ?)",
+        (invocation_id, invocation.attempt, endpoint, now_ms),
+    )
+    return Claim(
+        invocation=invocation,
+        journal=get_journal(conn, invocation_id),
+        completions=get_all_completions(conn, invocation_id),
+    )
+
+
+def _cancel_requested(conn: sqlite3.Connection, invocation_id: str) -> bool:
+    row = conn.execute("SELECT cancel_requested FROM invocations WHERE id = ?", (invocation_id,)).fetchone()
+    return bool(row[0])
+
+
+def append(
+    conn: sqlite3.Connection,
+    invocation_id: str,
+    attempt: int,
+    index: int,
+    kind: str,
+    name: str,
+    entry: bytes,
+    now_ms: int,
+    child: NewInvocation | None,
+    timer_at_ms: int | None,
+    completion: CompletionRow | None,
+) -> AppendResult:
+    # The fencing check and the length bump are one statement, so they cannot be torn apart.
+    updated = conn.execute(
+        "UPDATE invocations SET journal_len = journal_len + 1, modified_at_ms = ?"
+        f" WHERE {CURRENT_ATTEMPT} AND journal_len = ?",
+        (now_ms, invocation_id, attempt, index),
+    ).rowcount
+    if updated == 1:
+        conn.execute(
+            "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (invocation_id, index, kind, name, attempt, entry, now_ms),
+        )
+        # Effects happen only here: a retried append is a duplicate and skips them.
+        fx = EffectsBuilder()
+        if child is not None and insert_invocation(conn, child, now_ms, if_absent=True) and child.run_at_ms is None:
+            fx.wake(child.id)
+        if timer_at_ms is not None:
+            conn.execute(
+                "INSERT INTO timers (invocation_id, idx, due_at_ms) VALUES (?, ?, ?)",
+                (invocation_id, index, timer_at_ms),
+            )
+        if completion is not None:
+            add_completion(conn, fx, invocation_id, index, completion.result, completion.failure, now_ms)
+        return AppendResult(
+            outcome="appended", cancel_requested=_cancel_requested(conn, invocation_id), effects=fx.build()
+        )
+    row = conn.execute(
+        "SELECT status, attempt, journal_len, cancel_requested FROM invocations WHERE id = ?", (invocation_id,)
+    ).fetchone()
+    if row is None:
+        return AppendResult(outcome="not_found")
+    status, current_attempt, journal_len, cancel_requested = row
+    outcome: AppendOutcome
+    if status != "running" or current_attempt != attempt:
+        outcome = "fenced"
+    elif index > journal_len:
+        outcome = "gap"
+    else:
+        stored = conn.execute(
+            "SELECT kind, name, attempt, entry FROM journal WHERE invocation_id = ? AND idx = ?",
+            (invocation_id, index),
+        ).fetchone()
+        outcome = "duplicate" if stored is not None and tuple(stored) == (kind, name, attempt, entry) else "conflict"
+    return AppendResult(outcome=outcome, cancel_requested=bool(cancel_requested))
+
+
+def complete(conn: sqlite3.Connection, invocation_id: str, attempt: int, output: bytes, now_ms: int) -> Effects | None:
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'completed', output = ?, completed_at_ms = ?, modified_at_ms = ?"
+        f" WHERE {CURRENT_ATTEMPT}",
+        (output, now_ms, now_ms, invocation_id, attempt),
+    ).rowcount
+    if updated == 0:
+        return None
+    close_attempt(conn, invocation_id, attempt, "completed", None, now_ms)
+    fx = EffectsBuilder()
+    finish(conn, fx, invocation_id, output, None, now_ms)
+    return fx.build()
+
+
+def fail(
+    conn: sqlite3.Connection,
+    invocation_id: str,
+    attempt: int,
+    failure: StoredFailure,
+    now_ms: int,
+    *,
+    attempt_failure: StoredFailure | None = None,
+) -> Effects | None:
+    last = attempt_failure
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?, completed_at_ms = ?,"
+        " last_failure_code = coalesce(?, last_failure_code), last_failure_message = coalesce(?, last_failure_message),"
+        f" modified_at_ms = ? WHERE {CURRENT_ATTEMPT}",
+        (
+            failure.code,
+            failure.message,
+            now_ms,
+            None if last is None else last.code,
+            None if last is None else last.message,
+            now_ms,
+            invocation_id,
+            attempt,
+        ),
+    ).rowcount
+    if updated == 0:
+        return None
+    close_attempt(conn, invocation_id, attempt, "failed", attempt_failure or failure, now_ms)
+    fx = EffectsBuilder()
+    finish(conn, fx, invocation_id, None, failure, now_ms)
+    return fx.build()
+
+
+def backoff(
+    conn: sqlite3.Connection, invocation_id: str, attempt: int, failure: StoredFailure, next_run_at_ms: int, now_ms: int
+) -> bool:
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'backing_off', last_failure_code = ?, last_failure_message = ?,"
+        f" next_run_at_ms = ?, modified_at_ms = ? WHERE {CURRENT_ATTEMPT}",
+        (failure.code, failure.message, next_run_at_ms, now_ms, invocation_id, attempt),
+    ).rowcount
+    if updated == 0:
+        return False
+    insert_start_timer(conn, invocation_id, next_run_at_ms)
+    close_attempt(conn, invocation_id, attempt, "retry", failure, now_ms)
+    return True
+
+
+def suspend(
+    conn: sqlite3.Connection, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int
+) -> SuspendOutcome:
+    row = conn.execute(
+        "SELECT status, attempt, cancel_requested FROM invocations WHERE id = ?", (invocation_id,)
+    ).fetchone()
+    if row is None or row[0] != "running" or row[1] != attempt:
+        return "fenced"
+    indices = encode_indices(sorted(set(waiting_on)))
+    resume = (
+        not waiting_on
+        or bool(row[2])
+        or conn.execute(
+            "SELECT 1 FROM completions WHERE invocation_id = ? AND idx IN (SELECT value FROM json_each(?)) LIMIT 1",
+            (invocation_id, indices),
+        ).fetchone()
+        is not None
+    )
+    conn.execute(
+        f"UPDATE invocations SET status = ?, waiting_on = ?, modified_at_ms = ? WHERE {CURRENT_ATTEMPT}",
+        ("pending" if resume else "suspended", None if resume else indices, now_ms, invocation_id, attempt),
+    )
+    close_attempt(conn, invocation_id, attempt, "resumed" if resume else "suspended", None, now_ms)
+    return "resume" if resume else "suspended"
+
+
+def close_attempt(
+    conn: sqlite3.Connection,
+    invocation_id: str,
+    attempt: int,
+    outcome: str,
+    failure: StoredFailure | None,
+    now_ms: int,
+) -> None:
+    conn.execute(
+        "UPDATE attempts SET ended_at_ms = ?, outcome = ?, failure_code = ?, failure_message = ?"
+        " WHERE invocation_id = ? AND attempt = ?",
+        (
+            now_ms,
+            outcome,
+            None if failure is None else failure.code,
+            None if failure is None else failure.message,
+            invocation_id,
+            attempt,
+        ),
+    )
+
+
+def abandon_running(conn: sqlite3.Connection, now_ms: int) -> int:
+    conn.execute(
+        # Row-value IN lets SQLite look the attempts up by primary key instead of scanning them all.
+        "UPDATE attempts SET ended_at_ms = ?, outcome = 'abandoned' WHERE ended_at_ms IS NULL"
+        " AND (invocation_id, attempt) IN"
+        f" (SELECT id, attempt FROM invocations WHERE {UNFINISHED} AND status = 'running')",
+        (now_ms,),
+    )
+    return conn.execute(
+        f"UPDATE invocations SET status = 'pending', modified_at_ms = ? WHERE {UNFINISHED} AND status = 'running'",
+        (now_ms,),
+    ).rowcount
