@@ -2,12 +2,16 @@
 
 Declare a ``Service``, register handlers on it, and mount ``Endpoint(...).asgi()``
 in a FastAPI or Starlette app; the proxy invokes the handlers and journals their
-steps, so a crashed or failed invocation resumes where it stopped.
+steps, so a crashed or failed invocation resumes where it stopped. Handlers
+sleep, call each other, wait for awakeables and race them with ``ctx.select``;
+while they wait they are suspended and hold no resources.
 """
 
+from ._futures import CallFuture, DurableFuture
+from .clock import Clock, SystemClock
 from .context import Context, RunOptions
 from .endpoint import Endpoint
-from .errors import InputError, NonDeterminismError, SdkInternalError, TerminalError
+from .errors import InputError, InvocationCancelled, NonDeterminismError, SdkInternalError, TerminalError
 from .service import Service
 from .step import StepInfo, current_step
 
@@ -15,14 +19,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "CallFuture",
+    "Clock",
     "Context",
     "current_step",
+    "DurableFuture",
     "Endpoint",
     "InputError",
+    "InvocationCancelled",
     "NonDeterminismError",
     "RunOptions",
     "SdkInternalError",
     "Service",
     "StepInfo",
+    "SystemClock",
     "TerminalError",
 ]

@@ -1,9 +1,12 @@
-"""Appending journal entries to the proxy through its callback URL.
+"""The SDK's calls to the proxy's callback URL: appends and brief waits.
 
 An append is acknowledged only once the proxy committed it, and the handler
 waits for that ack before going on. A proxy that is restarting is waited for
 (with backoff, up to a deadline); a proxy that refuses the append because the
 attempt was superseded fences the attempt off immediately.
+
+A wait (``/await``) is only an optimisation over suspending: when it cannot
+be answered, the handler suspends instead, so it is never retried.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from .errors import _AttemptFailed, _AttemptFenced
 from .protocol import (
     INVOKE_CONTENT_TYPE,
     PROTOCOL_VIOLATION,
+    AppendAck,
     AppendRequest,
+    AwaitRequest,
+    AwaitResponse,
     Failure,
     append_ack_decoder,
+    await_response_decoder,
     error_body_decoder,
     json_encoder,
 )
@@ -28,6 +35,8 @@ from .protocol import (
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
 _FENCED_STATUSES = frozenset({403, 404, 409})
+#: How much longer than the requested wait the SDK gives the proxy to answer it.
+_AWAIT_GRACE = 5.0
 
 
 def _describe(response: httpx.Response) -> str:
@@ -39,7 +48,7 @@ def _describe(response: httpx.Response) -> str:
 
 
 class CallbackClient:
-    """Posts ``AppendRequest`` messages over one shared keep-alive connection pool."""
+    """Posts appends and waits over one shared keep-alive connection pool."""
 
     def __init__(
         self,
@@ -67,8 +76,8 @@ class CallbackClient:
         if client is not None:
             await client.aclose()
 
-    async def append(self, url: str, request: AppendRequest) -> int:
-        """Send ``request`` and return the index the proxy acknowledged as committed."""
+    async def append(self, url: str, request: AppendRequest) -> AppendAck:
+        """Send ``request`` and return the proxy's acknowledgement that it is committed."""
         body = json_encoder.encode(request)
         headers = {"content-type": INVOKE_CONTENT_TYPE}
         loop = asyncio.get_running_loop()
@@ -85,7 +94,7 @@ class CallbackClient:
             else:
                 status = response.status_code
                 if status == 200:
-                    return self._acked_index(response, request.index)
+                    return self._acked(response, request.index)
                 if status in _FENCED_STATUSES:
                     raise _AttemptFenced(f"the proxy refused the append (HTTP {status}): {_describe(response)}")
                 if status < 500:
@@ -102,8 +111,36 @@ class CallbackClient:
             await asyncio.sleep(min(backoff, remaining))
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
+    async def wait(self, url: str, request: AwaitRequest) -> AwaitResponse | None:
+        """Ask the proxy to answer once any of ``request.indices`` completes or the wait times out.
+
+        ``None`` means the proxy could not answer (unreachable, restarting): the
+        caller suspends, which is always safe. A refusal because the attempt was
+        superseded fences the attempt, as for an append.
+        """
+        body = json_encoder.encode(request)
+        headers = {"content-type": INVOKE_CONTENT_TYPE}
+        timeout = request.timeout_ms / 1000 + _AWAIT_GRACE
+        try:
+            response = await self._http().post(url, content=body, headers=headers, timeout=timeout)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise _AttemptFenced(f"bad callback URL {url!r}: {exc}", code=PROTOCOL_VIOLATION) from None
+        except httpx.TransportError:
+            return None
+        status = response.status_code
+        if status in _FENCED_STATUSES:
+            raise _AttemptFenced(f"the proxy refused the wait (HTTP {status}): {_describe(response)}")
+        if status >= 500:
+            return None
+        if status != 200:
+            raise _AttemptFenced(f"unexpected HTTP {status} to a wait: {_describe(response)}", code=PROTOCOL_VIOLATION)
+        try:
+            return await_response_decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise _AttemptFenced(f"malformed AwaitResponse: {exc}", code=PROTOCOL_VIOLATION) from None
+
     @staticmethod
-    def _acked_index(response: httpx.Response, index: int) -> int:
+    def _acked(response: httpx.Response, index: int) -> AppendAck:
         try:
             ack = append_ack_decoder.decode(response.content)
         except msgspec.DecodeError as exc:
@@ -111,4 +148,4 @@ class CallbackClient:
         if ack.index != index:
             message = f"the proxy acknowledged index {ack.index} for an append of index {index}"
             raise _AttemptFenced(message, code=PROTOCOL_VIOLATION)
-        return ack.index
+        return ack

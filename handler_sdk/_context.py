@@ -1,121 +1,118 @@
-"""The SDK's ``Context``: replays recorded steps and journals new ones.
+"""The SDK's ``Context``: every durable action, built on the attempt's journal.
 
-Every step first takes its journal index, synchronously when ``ctx.run`` is
-called. A recorded index is replayed (checked against the requested name, its
-outcome returned without running the function); a new one runs the function,
-journals the outcome through the proxy, and returns only once the proxy
-acknowledged it, so nothing the handler does afterwards can depend on a result
-that might be lost.
+Each method takes its journal index when it is called, in call order. Methods
+that return a future (``call``, ``timer``, ``awakeable``) check a replayed
+entry at once and start the append of a new one in the background; the
+others return a coroutine that finishes the action when awaited. When the
+cancellation falls on the index a method takes, a method returning a
+coroutine raises ``InvocationCancelled`` once the ``Cancel`` entry is
+committed, and one returning a future raises it at once (the entry is
+committed before anything later, and before the attempt answers).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections.abc
-import functools
-import inspect
-import traceback
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
-from typing import Any, get_args, get_origin, get_type_hints
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from random import Random
+from typing import Any
+from uuid import UUID
 
 import msgspec
 
-from ._callback import CallbackClient
-from ._replay import Journal, entry_kind
+from . import _combinators
+from ._attempt import Attempt, Cancelling
+from ._futures import CallFuture, DurableFuture
+from ._run import run_step
 from .context import Context, RunOptions
-from .errors import InputError, NonDeterminismError, SdkInternalError, TerminalError, _AttemptFailed
-from .protocol import AppendRequest, Failure, InvokeRequest, JournalEntry, Run, json_encoder
-from .serde import Codec, codec_for
-from .step import StepInfo, in_step, running_step
+from .errors import InvocationCancelled
+from .protocol import (
+    Awakeable,
+    Call,
+    JournalEntry,
+    Now,
+    Send,
+    Sleep,
+    awakeable_id,
+    callee_invocation_id,
+)
+from .serde import codec_for, encode_json
+from .step import in_step
 
 _DEFAULT_OPTIONS = RunOptions()
+_MS = timedelta(milliseconds=1)
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``"ValueError: boom"``: the type and message, never the traceback."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _aware_ms(when: datetime) -> int:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{when!r} is a naive datetime: pass a timezone-aware one, e.g. datetime.now(UTC)")
+    return round(when.timestamp() * 1000)
 
 
-def format_stacktrace(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))
+def _delta_ms(what: str, delta: timedelta) -> int:
+    if delta < timedelta(0):
+        raise ValueError(f"{what} must not be negative, got {delta}")
+    return delta // _MS
 
 
-def _is_async(fn: Any) -> bool:
-    # The second test catches instances whose ``__call__`` is an ``async def``.
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(fn.__call__)
-
-
-def _declared_result(fn: Callable[..., Any]) -> Any:
-    """The type ``fn`` declares it returns (awaitables unwrapped), ``Any`` if unknown."""
-    target: Any = fn
-    while isinstance(target, functools.partial):
-        target = target.func
-    if isinstance(target, type):  # a class called as a step builds an instance of itself
-        return target
-    if not (inspect.isfunction(target) or inspect.ismethod(target)):
-        target = target.__call__
-    try:
-        declared = get_type_hints(target, include_extras=True).get("return", Any)
-    except Exception:
-        return Any
-    if get_origin(declared) in (collections.abc.Awaitable, collections.abc.Coroutine):
-        args = get_args(declared)
-        return args[-1] if args else Any
-    return declared
-
-
-def _result_codec(fn: Callable[..., Any], type_hint: Any) -> Codec[Any]:
-    if type_hint is not None:
-        return codec_for(type_hint)
-    try:
-        return codec_for(_declared_result(fn))
-    except TypeError:  # an annotation JSON cannot express: fall back to plain JSON
-        return codec_for(Any)
-
-
-async def _call(fn: Callable[..., Any], args: Sequence[Any]) -> Any:
-    """Await async functions in place; run sync ones in a thread, off the event loop."""
-    result = fn(*args) if _is_async(fn) else await asyncio.to_thread(fn, *args)
-    if inspect.isawaitable(result):  # a sync callable that returned a coroutine, e.g. a lambda
-        result = await result
-    return result
-
-
-async def _call_with_timeout(fn: Callable[..., Any], args: Sequence[Any], timeout: timedelta | None) -> Any:
-    if timeout is None:
-        return await _call(fn, args)
-    seconds = timeout.total_seconds()
-    scope = asyncio.timeout(seconds)
-    try:
-        async with scope:
-            return await _call(fn, args)
-    except TimeoutError:
-        if scope.expired():
-            raise TimeoutError(f"timed out after {seconds:g}s") from None
-        raise
+def _payload(arg: Any) -> msgspec.Raw:
+    """The JSON of a call's argument; encoded before the call takes an index, so a bad one leaves no hole."""
+    return msgspec.Raw(encode_json(arg))
 
 
 class InvocationContext(Context):
     """``Context`` of one attempt of one invocation."""
 
-    def __init__(self, *, request: InvokeRequest, journal: Journal, callbacks: CallbackClient) -> None:
-        self._request = request
-        self._journal = journal
-        self._callbacks = callbacks
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+        self._random: Random | None = None
 
     @property
     def invocation_id(self) -> str:
-        return self._request.invocation_id
+        return self._attempt.invocation_id
 
     @property
     def attempt(self) -> int:
-        return self._request.attempt
+        return self._attempt.request.attempt
 
     @property
     def headers(self) -> dict[str, str]:
-        return dict(self._request.headers)
+        return dict(self._attempt.request.headers)
+
+    # ------------------------------------------------------------------ slots
+
+    def _take(self, what: str) -> int | Cancelling:
+        if in_step():
+            raise RuntimeError(
+                f"{what} was called inside a step function; durable actions cannot be nested in a step, "
+                "call them from the handler itself"
+            )
+        return self._attempt.take()
+
+    def _take_now(self, what: str) -> int:
+        """A slot for a method that returns at once: the journal is checked, a cancellation raised."""
+        self._attempt.journal.check()
+        slot = self._take(what)
+        if isinstance(slot, Cancelling):
+            raise InvocationCancelled()
+        return slot
+
+    async def _record(self, index: int, requested: JournalEntry) -> JournalEntry:
+        """The recorded entry at ``index`` (checked against ``requested``), or ``requested`` journaled now."""
+        recorded = self._attempt.replayed(index, requested)
+        if recorded is not None:
+            return recorded
+        await self._attempt.append(index, requested)
+        return requested
+
+    def _start(self, index: int, requested: JournalEntry) -> asyncio.Task[None] | None:
+        """Like ``_record``, for methods returning a future: the pending append, ``None`` on replay."""
+        if self._attempt.replayed(index, requested) is not None:
+            return None
+        return self._attempt.start_append(index, requested)
+
+    # ------------------------------------------------------------------ run
 
     def run(
         self,
@@ -132,105 +129,128 @@ class InvocationContext(Context):
                 f"ctx.run({name!r}) was called inside a step function; steps cannot be nested, "
                 "call ctx.run from the handler itself"
             )
-        index = self._journal.reserve()
-        return self._step(index, name, fn, args, options or _DEFAULT_OPTIONS, type_hint)
+        slot = self._attempt.take()
+        if isinstance(slot, Cancelling):
+            return self._attempt.raise_cancelled(slot)
+        return run_step(self._attempt, slot, name, fn, args, options or _DEFAULT_OPTIONS, type_hint)
 
-    async def _step(
+    # ------------------------------------------------------------------ time
+
+    def sleep(self, delta: timedelta, name: str = "") -> Coroutine[Any, Any, None]:
+        delta_ms = _delta_ms("the sleep duration", delta)
+        return self._sleep(lambda: self._attempt.clock.now_ms() + delta_ms, name)
+
+    def sleep_until(self, when: datetime, name: str = "") -> Coroutine[Any, Any, None]:
+        wake_at_ms = _aware_ms(when)
+        return self._sleep(lambda: wake_at_ms, name)
+
+    def _sleep(self, wake_at: Callable[[], int], name: str) -> Coroutine[Any, Any, None]:
+        slot = self._take("ctx.sleep")
+        if isinstance(slot, Cancelling):
+            return self._attempt.raise_cancelled(slot)
+        return self._await_timer(slot, wake_at, name)
+
+    async def _await_timer(self, index: int, wake_at: Callable[[], int], name: str) -> None:
+        await self._timer(index, wake_at, name)
+
+    def timer(self, delta: timedelta, name: str = "") -> DurableFuture[None]:
+        delta_ms = _delta_ms("the timer duration", delta)
+        index = self._take_now("ctx.timer")
+        return self._timer(index, lambda: self._attempt.clock.now_ms() + delta_ms, name)
+
+    def timer_until(self, when: datetime, name: str = "") -> DurableFuture[None]:
+        wake_at_ms = _aware_ms(when)
+        index = self._take_now("ctx.timer_until")
+        return self._timer(index, lambda: wake_at_ms, name)
+
+    def _timer(self, index: int, wake_at: Callable[[], int], name: str) -> DurableFuture[None]:
+        # The clock is read for a new entry only; a replay keeps the recorded wake-up time.
+        recorded = self._attempt.replayed(index, Sleep(name=name, wake_at_ms=0))
+        if recorded is not None:
+            assert isinstance(recorded, Sleep)
+            return DurableFuture(self._attempt, index, codec_for(None), wake_at_ms=recorded.wake_at_ms)
+        entry = Sleep(name=name, wake_at_ms=wake_at())
+        pending = self._attempt.start_append(index, entry)
+        return DurableFuture(self._attempt, index, codec_for(None), journaled=pending, wake_at_ms=entry.wake_at_ms)
+
+    def now(self, name: str = "") -> Coroutine[Any, Any, datetime]:
+        slot = self._take("ctx.now")
+        if isinstance(slot, Cancelling):
+            return self._attempt.raise_cancelled(slot)
+        return self._now(slot, name)
+
+    async def _now(self, index: int, name: str) -> datetime:
+        entry = await self._record(index, Now(name=name, now_ms=self._attempt.clock.now_ms()))
+        assert isinstance(entry, Now)
+        return datetime.fromtimestamp(entry.now_ms / 1000, tz=UTC)
+
+    # ------------------------------------------------------------------ calls
+
+    def call(
         self,
-        index: int,
-        name: str,
-        fn: Callable[..., Any],
-        args: Sequence[Any],
-        options: RunOptions,
-        type_hint: Any,
-    ) -> Any:
-        try:
-            self._journal.check()
-            recorded = self._journal.recorded(index)
-            if recorded is not None:
-                return self._replay(index, name, recorded, fn, type_hint)
-            return await self._execute(index, name, fn, args, options, type_hint)
-        except SdkInternalError as exc:
-            self._journal.stop(exc)
-            raise
-        except BaseException as exc:
-            if not self._journal.is_committed(index):
-                # A hole at ``index`` (cancelled step, SDK bug): later steps must not be journaled.
-                message = f"step '{name}' (journal index {index}) ended before its outcome was journaled"
-                self._journal.stop(_AttemptFailed(Failure(message=f"{message}: {describe_exception(exc)}")))
-            raise
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        type_hint: Any = None,
+        name: str = "",
+    ) -> CallFuture[Any]:
+        codec = codec_for(Any if type_hint is None else type_hint)
+        requested = Call(name=name, service=service, handler=handler, key=key, input=_payload(arg))
+        index = self._take_now("ctx.call")
+        pending = self._start(index, requested)
+        callee = callee_invocation_id(self.invocation_id, index)
+        return CallFuture(self._attempt, index, codec, invocation_id=callee, journaled=pending)
 
-    def _replay(self, index: int, name: str, entry: JournalEntry, fn: Callable[..., Any], type_hint: Any) -> Any:
-        if not isinstance(entry, Run) or entry.name != name:
-            raise NonDeterminismError(index=index, recorded=(entry_kind(entry), entry.name), requested=("run", name))
-        if entry.failure is not None:
-            raise TerminalError(entry.failure.message, status_code=entry.failure.code)
-        codec = _result_codec(fn, type_hint)
-        try:
-            return codec.decode(bytes(entry.result))
-        except InputError as exc:
-            detail = f"the recorded result does not decode as {codec.type!r}: {exc}"
-            raise NonDeterminismError(
-                index=index, recorded=("run", name), requested=("run", name), detail=detail
-            ) from None
-
-    async def _execute(
+    def send(
         self,
-        index: int,
-        name: str,
-        fn: Callable[..., Any],
-        args: Sequence[Any],
-        options: RunOptions,
-        type_hint: Any,
-    ) -> Any:
-        codec = _result_codec(fn, type_hint)  # before running fn: a bad type_hint must not cost a side effect
-        attempt = 1
-        while True:
-            try:
-                with running_step(StepInfo(self.invocation_id, index, name, attempt)):
-                    value = await _call_with_timeout(fn, args, options.timeout)
-                break
-            except TerminalError as exc:
-                await self._commit(index, Run(name=name, failure=Failure(code=exc.status_code, message=exc.message)))
-                # A fresh error, like every replay will raise, rather than the subclass fn used.
-                raise TerminalError(exc.message, status_code=exc.status_code) from exc
-            except Exception as exc:
-                if options.max_attempts is None:
-                    failure = Failure(
-                        message=f"step '{name}' failed: {describe_exception(exc)}",
-                        stacktrace=format_stacktrace(exc),
-                    )
-                    raise _AttemptFailed(failure) from exc
-                if attempt >= options.max_attempts:
-                    message = f"step '{name}' failed after {attempt} attempts: {describe_exception(exc)}"
-                    await self._commit(index, Run(name=name, failure=Failure(message=message)))
-                    raise TerminalError(message) from exc
-            await asyncio.sleep(options.backoff(attempt - 1))
-            attempt += 1
-        encoded, result = self._round_trip(name, codec, value)
-        await self._commit(index, Run(name=name, result=msgspec.Raw(encoded)))
-        return result
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Coroutine[Any, Any, str]:
+        delay_ms = 0 if delay is None else _delta_ms("the send delay", delay)
+        requested = Send(name=name, service=service, handler=handler, key=key, input=_payload(arg), delay_ms=delay_ms)
+        slot = self._take("ctx.send")
+        if isinstance(slot, Cancelling):
+            return self._attempt.raise_cancelled(slot)
+        return self._send(slot, requested)
 
-    @staticmethod
-    def _round_trip(name: str, codec: Codec[Any], value: Any) -> tuple[bytes, Any]:
-        """Encode the result, and decode it back so this run sees what replays will see."""
-        try:
-            encoded = codec.encode(value)
-            return encoded, codec.decode(encoded)
-        except Exception as exc:
-            failure = Failure(
-                message=f"step '{name}' returned a value that does not round-trip through JSON as "
-                f"{codec.type!r}: {describe_exception(exc)}",
-                stacktrace=format_stacktrace(exc),
-            )
-            raise _AttemptFailed(failure) from exc
+    async def _send(self, index: int, requested: Send) -> str:
+        await self._record(index, requested)
+        return callee_invocation_id(self.invocation_id, index)
 
-    async def _commit(self, index: int, entry: Run) -> None:
-        request = AppendRequest(
-            attempt=self._request.attempt,
-            token=self._request.token,
-            index=index,
-            entry=msgspec.Raw(json_encoder.encode(entry)),
-        )
-        url = f"{self._request.callback_url}/journal"
-        await self._journal.append(index, lambda: self._callbacks.append(url, request))
+    # ------------------------------------------------------------------ awakeables
+
+    def awakeable(self, type_hint: Any = None, name: str = "") -> tuple[str, DurableFuture[Any]]:
+        codec = codec_for(Any if type_hint is None else type_hint)
+        index = self._take_now("ctx.awakeable")
+        pending = self._start(index, Awakeable(name=name))
+        return awakeable_id(self.invocation_id, index), DurableFuture(self._attempt, index, codec, journaled=pending)
+
+    # ------------------------------------------------------------------ combinators
+
+    def select(self, name: str = "", /, **futures: DurableFuture[Any]) -> Coroutine[Any, Any, tuple[str, Any]]:
+        _combinators.check_select(self._attempt, futures)
+        slot = self._take("ctx.select")
+        if isinstance(slot, Cancelling):
+            return self._attempt.raise_cancelled(slot)
+        return _combinators.select(self._attempt, slot, name, futures)
+
+    def gather(self, *futures: DurableFuture[Any]) -> Coroutine[Any, Any, list[Any]]:
+        _combinators.check_gather(self._attempt, futures)
+        return _combinators.gather(self._attempt, futures)
+
+    # ------------------------------------------------------------------ determinism
+
+    def random(self) -> Random:
+        if self._random is None:
+            self._random = Random(self._attempt.request.random_seed)
+        return self._random
+
+    def uuid4(self) -> UUID:
+        return UUID(int=self.random().getrandbits(128), version=4)

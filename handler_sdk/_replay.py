@@ -5,6 +5,9 @@ order, synchronously, so concurrent steps get the same indices on every
 replay. And entries are committed strictly in index order: index ``k`` is sent
 to the proxy only after ``k - 1`` was acknowledged, so the journal never has a
 hole even when a later step finishes first.
+
+A replayed action is matched against its recorded entry on kind and name, and
+for calls and sends on their target too (``check_replayed``).
 """
 
 from __future__ import annotations
@@ -16,20 +19,40 @@ from contextvars import ContextVar
 
 import msgspec
 
-from .errors import SdkInternalError, _AttemptFailed
-from .protocol import PROTOCOL_VIOLATION, Failure, JournalEntry, entry_decoder
+from .errors import NonDeterminismError, SdkInternalError, _AttemptFailed, _Suspend
+from .protocol import PROTOCOL_VIOLATION, Call, Failure, JournalEntry, Send, entry_decoder, entry_kind
 
 
-def entry_kind(entry: JournalEntry) -> str:
-    """The ``kind`` tag of an entry, e.g. ``"run"``."""
-    return str(entry.__struct_config__.tag)
+def describe(entry: JournalEntry) -> tuple[str, str]:
+    """``(kind, label)`` of an entry for mismatch messages; calls and sends name their target."""
+    if isinstance(entry, Call | Send):
+        target = f"{entry.service}/{entry.handler}" + (f"[{entry.key}]" if entry.key is not None else "")
+        return entry_kind(entry), f"{entry.name} -> {target}" if entry.name else target
+    return entry_kind(entry), entry.name
+
+
+def _same_action(recorded: JournalEntry, requested: JournalEntry) -> bool:
+    if type(recorded) is not type(requested) or recorded.name != requested.name:
+        return False
+    if isinstance(recorded, Call | Send) and isinstance(requested, Call | Send):
+        target = (requested.service, requested.handler, requested.key)
+        return (recorded.service, recorded.handler, recorded.key) == target
+    return True
+
+
+def check_replayed(index: int, recorded: JournalEntry, requested: JournalEntry) -> None:
+    """Raise ``NonDeterminismError`` unless ``recorded`` is the action the code now asks for."""
+    if not _same_action(recorded, requested):
+        raise NonDeterminismError(index=index, recorded=describe(recorded), requested=describe(requested))
 
 
 class Journal:
     """Replay cursor and append sequencer of one attempt."""
 
-    def __init__(self, recorded: Sequence[msgspec.Raw]) -> None:
+    def __init__(self, recorded: Sequence[msgspec.Raw], *, always_replay: bool = False) -> None:
         self._recorded = recorded
+        # Test mode: end the attempt after every new entry, so each one is replayed before the next runs.
+        self._always_replay = always_replay
         self._decoded: dict[int, JournalEntry] = {}
         self._next_index = 0
         # Entries below this index are durable: recorded ones, then acked appends.
@@ -86,11 +109,23 @@ class Journal:
         if self._stopped is not None:
             raise self._stopped
 
-    async def append(self, index: int, send: Callable[[], Awaitable[object]]) -> None:
-        """Run ``send`` once every earlier index is durable, then mark ``index`` durable."""
+    @property
+    def always_replay(self) -> bool:
+        """Whether the attempt ends after its first new entry (a test mode)."""
+        return self._always_replay
+
+    async def wait_turn(self, index: int) -> None:
+        """Return once every index before ``index`` is durable; raise the stop reason if the attempt stopped."""
         while self._committed < index and self._stopped is None:
             await self._changed.wait()
         self.check()
+
+    async def append(self, index: int, send: Callable[[], Awaitable[object]]) -> None:
+        """Run ``send`` once every earlier index is durable, then mark ``index`` durable.
+
+        In always-replay mode the attempt then suspends, to be re-invoked at once.
+        """
+        await self.wait_turn(index)
         try:
             await send()
         except SdkInternalError as exc:
@@ -102,6 +137,10 @@ class Journal:
             raise
         self._committed = index + 1
         self._notify()
+        if self._always_replay:
+            suspend = _Suspend([])
+            self.stop(suspend)
+            raise suspend
 
     def _notify(self) -> None:
         # Waiters hold the old event; setting it wakes them all to re-check.

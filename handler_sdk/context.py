@@ -2,8 +2,8 @@
 
 ``Context`` is abstract so handlers depend on an interface, not on the SDK's
 machinery; the SDK passes its own implementation, and tests may pass a fake.
-Durable operations other than ``run`` (sleep, calls, awakeables, state) will
-join it as further methods.
+Every method that journals something takes its journal index when it is
+called, so concurrent actions keep the same indices on every replay.
 """
 
 from __future__ import annotations
@@ -11,12 +11,33 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Any, TypeVar, overload
+from datetime import datetime, timedelta
+from random import Random
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+from uuid import UUID
+
+from ._futures import CallFuture, DurableFuture
+
+if TYPE_CHECKING:
+    from .service import HandlerDefinition
 
 __all__ = ["Context", "RunOptions"]
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
+
+
+def _definition(handler: Callable[..., Any]) -> HandlerDefinition:
+    definition: HandlerDefinition | None = getattr(handler, "__durable_handler__", None)
+    if definition is None:
+        raise TypeError(f"{handler!r} is not a handler: decorate it with @service.handler()")
+    return definition
+
+
+def _check_argument(definition: HandlerDefinition, arg: Any) -> None:
+    if arg is not None and not definition.takes_input:
+        raise TypeError(f"handler '{definition.service}/{definition.name}' takes no input, got {arg!r}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,3 +133,214 @@ class Context(abc.ABC):
         re-raised; other exceptions are retried according to ``options``.
         Async functions are awaited, sync ones run in a worker thread.
         """
+
+    # ------------------------------------------------------------------ time
+
+    @abc.abstractmethod
+    async def sleep(self, delta: timedelta, name: str = "") -> None:
+        """Sleep durably for ``delta``; the wake-up time is journaled.
+
+        A long sleep does not hold the handler: it suspends, and the proxy
+        invokes it again (replaying) once the time has come, even after a
+        restart. ``delta`` must not be negative. ``name`` labels the journal
+        entry and is checked on replay.
+        """
+
+    @abc.abstractmethod
+    async def sleep_until(self, when: datetime, name: str = "") -> None:
+        """Sleep durably until ``when``, a timezone-aware datetime (naive ones raise ``ValueError``)."""
+
+    @abc.abstractmethod
+    def timer(self, delta: timedelta, name: str = "") -> DurableFuture[None]:
+        """A durable timer that completes after ``delta``, without awaiting it.
+
+        Use it to race other futures, e.g.
+        ``await ctx.select(done=future, timeout=ctx.timer(timedelta(days=1)))``.
+        """
+
+    @abc.abstractmethod
+    def timer_until(self, when: datetime, name: str = "") -> DurableFuture[None]:
+        """A durable timer that completes at ``when`` (timezone-aware), without awaiting it."""
+
+    @abc.abstractmethod
+    async def now(self, name: str = "") -> datetime:
+        """The current time (UTC, timezone-aware), journaled: replays see the same value."""
+
+    # ------------------------------------------------------------------ calls
+
+    @overload
+    def call(
+        self,
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        type_hint: None = None,
+        name: str = "",
+    ) -> CallFuture[Any]: ...
+
+    @overload
+    def call(
+        self,
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        type_hint: type[T],
+        name: str = "",
+    ) -> CallFuture[T]: ...
+
+    @abc.abstractmethod
+    def call(
+        self,
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        type_hint: type[T] | None = None,
+        name: str = "",
+    ) -> CallFuture[Any]:
+        """Call ``service/handler`` with ``arg`` and return a future of its result.
+
+        The call is journaled and the proxy starts the callee exactly once;
+        ``future.invocation_id`` is the callee's id. ``await`` the future for
+        the result, decoded as ``type_hint`` (plain JSON without one); a callee
+        that failed raises ``TerminalError`` with its status code. While the
+        callee runs, the caller suspends instead of holding a connection.
+        """
+
+    @abc.abstractmethod
+    async def send(
+        self,
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> str:
+        """Start ``service/handler`` with ``arg`` without waiting for its result.
+
+        Returns the callee's invocation id once the proxy has durably recorded
+        the request; with ``delay`` the callee starts that much later.
+        """
+
+    @overload
+    def service_call(
+        self, handler: Callable[[Context], Awaitable[O]], *, key: str | None = None, name: str = ""
+    ) -> CallFuture[O]: ...
+
+    @overload
+    def service_call(
+        self, handler: Callable[[Context, I], Awaitable[O]], arg: I, *, key: str | None = None, name: str = ""
+    ) -> CallFuture[O]: ...
+
+    def service_call(
+        self, handler: Callable[..., Awaitable[Any]], arg: Any = None, *, key: str | None = None, name: str = ""
+    ) -> CallFuture[Any]:
+        """``ctx.call`` for a handler function decorated with ``@service.handler()``.
+
+        The target is read from the decorated function and the result is
+        decoded as its declared return type, e.g.
+        ``greeting = await ctx.service_call(greet, "Ada")``.
+        """
+        definition = _definition(handler)
+        _check_argument(definition, arg)
+        output_type: Any = definition.output_codec.type
+        return self.call(definition.service, definition.name, arg, key=key, type_hint=output_type, name=name)
+
+    @overload
+    def service_send(
+        self,
+        handler: Callable[[Context], Awaitable[Any]],
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]: ...
+
+    @overload
+    def service_send(
+        self,
+        handler: Callable[[Context, I], Awaitable[Any]],
+        arg: I,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]: ...
+
+    def service_send(
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]:
+        """``ctx.send`` for a handler function decorated with ``@service.handler()``.
+
+        Returns the callee's invocation id once the send is durable.
+        """
+        definition = _definition(handler)
+        _check_argument(definition, arg)
+        return self.send(definition.service, definition.name, arg, key=key, delay=delay, name=name)
+
+    # ------------------------------------------------------------------ awakeables
+
+    @overload
+    def awakeable(self, type_hint: None = None, name: str = "") -> tuple[str, DurableFuture[Any]]: ...
+
+    @overload
+    def awakeable(self, type_hint: type[T], name: str = "") -> tuple[str, DurableFuture[T]]: ...
+
+    @abc.abstractmethod
+    def awakeable(self, type_hint: type[T] | None = None, name: str = "") -> tuple[str, DurableFuture[Any]]:
+        """A promise the outside world resolves: returns ``(awakeable_id, future)``.
+
+        Hand the id to whoever will resolve it (from a ``ctx.run`` step, so it
+        is sent once); they complete it through the proxy's ingress, and
+        ``await future`` returns the value, decoded as ``type_hint``, or
+        raises ``TerminalError`` if they rejected it.
+        """
+
+    # ------------------------------------------------------------------ combinators
+
+    @abc.abstractmethod
+    async def select(self, name: str = "", /, **futures: DurableFuture[Any]) -> tuple[str, Any]:
+        """Wait for the first of ``futures`` to complete; returns ``(its keyword, its result)``.
+
+        ``await ctx.select(approved=promise, timeout=ctx.timer(timedelta(days=7)))``.
+        The winner is journaled, so a replay picks the same one even if others
+        have completed since; when several are complete at once the earliest
+        created wins. A failed winner raises its ``TerminalError``. ``name``
+        (positional) labels the journal entry.
+        """
+
+    @abc.abstractmethod
+    async def gather(self, *futures: DurableFuture[Any]) -> list[Any]:
+        """Wait for all ``futures`` and return their results, in order.
+
+        If any failed, the ``TerminalError`` of the first failed one (in
+        argument order) is raised once all are complete.
+        """
+
+    # ------------------------------------------------------------------ determinism
+
+    @abc.abstractmethod
+    def random(self) -> Random:
+        """A random generator seeded per invocation: replays draw the same numbers.
+
+        It is one object for the whole attempt, so the draws repeat as long as
+        the handler draws in the same order; do not use it inside ``ctx.run``
+        steps, whose code does not re-run on replay.
+        """
+
+    @abc.abstractmethod
+    def uuid4(self) -> UUID:
+        """A version-4 UUID drawn from ``random()``: the same on every replay."""

@@ -3,15 +3,17 @@
 It answers discovery, and runs one attempt of an invocation per ``POST
 /invoke/{service}/{handler}``: decode the input, run the handler against the
 journal it was sent, and turn however the handler ended into exactly one
-``InvokeResponse``. Exceptions never escape as HTTP 500s: the proxy needs to
-know whether to retry, fail, or fence, and tracebacks only ever travel in
-``Failure.stacktrace``.
+``InvokeResponse``: completed, failed, retry, or suspended when it awaits a
+completion that does not exist yet. Exceptions never escape as HTTP 500s:
+the proxy needs to know whether to retry, fail, or fence, and tracebacks only
+ever travel in ``Failure.stacktrace``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -23,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._attempt import Attempt
 from ._callback import CallbackClient
-from ._context import InvocationContext, describe_exception, format_stacktrace
-from ._replay import Journal, active, entry_kind
+from ._context import InvocationContext
+from ._replay import Journal, active, describe
+from .clock import Clock, SystemClock
 from .errors import (
     InputError,
     NonDeterminismError,
@@ -33,6 +37,9 @@ from .errors import (
     TerminalError,
     _AttemptFailed,
     _AttemptFenced,
+    _Suspend,
+    describe_exception,
+    format_stacktrace,
 )
 from .protocol import (
     INVOKE_CONTENT_TYPE,
@@ -47,6 +54,7 @@ from .protocol import (
     InvokeResponse,
     Manifest,
     Retry,
+    Suspended,
     invoke_request_decoder,
     json_encoder,
     parse_content_type_version,
@@ -62,7 +70,9 @@ def _error(status: int, code: str, message: str) -> Response:
     return Response(json_encoder.encode(ErrorBody(code=code, message=message)), status, media_type="application/json")
 
 
-def _internal_response(reason: SdkInternalError) -> Retry:
+def _internal_response(reason: SdkInternalError) -> InvokeResponse:
+    if isinstance(reason, _Suspend):
+        return Suspended(waiting_on=reason.waiting_on)
     if isinstance(reason, _AttemptFailed):
         return Retry(failure=reason.failure)
     if isinstance(reason, _AttemptFenced):
@@ -102,24 +112,44 @@ def _must_propagate(exc: BaseException) -> bool:
     return False
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptSettings:
+    """How attempts wait and read time; the same for every invocation of an endpoint."""
+
+    callbacks: CallbackClient
+    clock: Clock
+    suspend_after: timedelta
+    always_replay: bool
+
+
 async def run_attempt(
-    definition: HandlerDefinition, request: InvokeRequest, callbacks: CallbackClient
+    definition: HandlerDefinition, request: InvokeRequest, settings: AttemptSettings
 ) -> InvokeResponse:
     """Run one attempt of an invocation and say how it ended."""
     try:
         argument = definition.decode_input(bytes(request.input))
     except InputError as exc:
         return Failed(failure=Failure(code=exc.status_code, message=exc.message))
-    journal = Journal(request.journal)
-    ctx = InvocationContext(request=request, journal=journal, callbacks=callbacks)
+    journal = Journal(request.journal, always_replay=settings.always_replay)
+    attempt = Attempt(
+        request=request,
+        journal=journal,
+        callbacks=settings.callbacks,
+        clock=settings.clock,
+        suspend_after=settings.suspend_after,
+    )
+    ctx = InvocationContext(attempt)
     try:
         with active(journal):
             output = await definition.invoke(ctx, argument)
+            await attempt.settle()
             _check_fully_replayed(journal, definition)
         response: InvokeResponse = _completed(definition, output)
     except BaseException as exc:
         if _must_propagate(exc):
             raise
+        # Entries the handler started (a call it never awaited, a cancellation) are journaled before it answers.
+        await attempt.settle()
         response = _response_for_exception(exc)
     finally:
         reason = journal.stopped
@@ -135,8 +165,9 @@ def _check_fully_replayed(journal: Journal, definition: HandlerDefinition) -> No
         index = journal.cursor
         entry = journal.recorded(index)
         assert entry is not None
-        recorded = (entry_kind(entry), entry.name)
-        raise NonDeterminismError(index=index, recorded=recorded, requested=("the end of handler", definition.name))
+        raise NonDeterminismError(
+            index=index, recorded=describe(entry), requested=("the end of handler", definition.name)
+        )
 
 
 def _completed(definition: HandlerDefinition, output: Any) -> InvokeResponse:
@@ -151,9 +182,19 @@ def _completed(definition: HandlerDefinition, output: Any) -> InvokeResponse:
 class Endpoint:
     """Serves a set of services to the proxy as one ASGI app.
 
-    ``callback_transport`` replaces the network for appends (tests pass an
-    ``httpx.MockTransport`` or ``httpx.ASGITransport``); ``append_deadline``
-    is how long an append keeps being retried while the proxy is unreachable.
+    ``callback_transport`` replaces the network for calls to the proxy (tests
+    pass an ``httpx.MockTransport`` or ``httpx.ASGITransport``);
+    ``append_deadline`` is how long an append keeps being retried while the
+    proxy is unreachable.
+
+    ``suspend_after`` is the longest a handler waits in-process for a
+    completion (a call's result, an awakeable, a sleep due within that time)
+    before it suspends and frees its connection; 0 suspends at once.
+    ``always_replay=True`` is a test mode: the attempt ends after every new
+    journal entry and the proxy re-invokes the handler at once, so every step
+    is replayed before the next one runs, which shows whether a handler is
+    deterministic. ``clock`` is where the SDK reads the time (the system
+    clock by default); tests pass a manual clock shared with the proxy.
     """
 
     def __init__(
@@ -162,13 +203,24 @@ class Endpoint:
         *,
         callback_transport: httpx.AsyncBaseTransport | None = None,
         append_deadline: timedelta = timedelta(seconds=30),
+        suspend_after: timedelta = timedelta(seconds=1),
+        always_replay: bool = False,
+        clock: Clock | None = None,
     ) -> None:
+        if suspend_after < timedelta(0):
+            raise ValueError(f"suspend_after must not be negative, got {suspend_after}")
         self._services: dict[str, Service] = {}
         for service in services:
             if service.name in self._services:
                 raise ValueError(f"two services are named {service.name!r}")
             self._services[service.name] = service
         self._callbacks = CallbackClient(transport=callback_transport, deadline=append_deadline)
+        self._settings = AttemptSettings(
+            callbacks=self._callbacks,
+            clock=clock or SystemClock(),
+            suspend_after=timedelta(0) if always_replay else suspend_after,
+            always_replay=always_replay,
+        )
         self._app: Starlette | None = None
         self._manifest: bytes | None = None
 
@@ -189,7 +241,7 @@ class Endpoint:
         return self._app
 
     async def aclose(self) -> None:
-        """Close the connection pool used for appends."""
+        """Close the connection pool used for calls to the proxy."""
         await self._callbacks.aclose()
 
     @contextlib.asynccontextmanager
@@ -228,5 +280,5 @@ class Endpoint:
             named, path = f"{invoke.service}/{invoke.handler}", f"{service_name}/{handler_name}"
             message = f"the request names '{named}' but was sent to '{path}'"
             return _error(400, "bad_request", message)
-        response = await run_attempt(definition, invoke, self._callbacks)
+        response = await run_attempt(definition, invoke, self._settings)
         return Response(json_encoder.encode(response), media_type=INVOKE_CONTENT_TYPE)

@@ -4,13 +4,15 @@ Two families, on purpose on different sides of ``Exception``::
 
     Exception
      └── TerminalError            public: fail the invocation for good, never retried
-          └── InputError          the handler input did not decode (status 400)
+          ├── InputError          the handler input did not decode (status 400)
+          └── InvocationCancelled the invocation was cancelled (status 409)
 
     BaseException
      └── SdkInternalError         control flow of the SDK: never catch it
           ├── NonDeterminismError the code no longer matches the recorded journal
           ├── _AttemptFailed      a step failed: end this attempt, the proxy retries
-          └── _AttemptFenced      the proxy refused an append: stop this attempt now
+          ├── _AttemptFenced      the proxy refused an append: stop this attempt now
+          └── _Suspend            the handler waits for a completion: end the attempt, re-invoke later
 
 User code raises ``TerminalError`` to say "retrying cannot help". Everything
 under ``SdkInternalError`` derives from ``BaseException`` so that the usual
@@ -20,10 +22,13 @@ attempt that must stop.
 
 from __future__ import annotations
 
+import traceback
+
 from .protocol import JOURNAL_MISMATCH, Failure
 
 __all__ = [
     "InputError",
+    "InvocationCancelled",
     "NonDeterminismError",
     "SdkInternalError",
     "TerminalError",
@@ -51,6 +56,18 @@ class InputError(TerminalError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status_code=400)
+
+
+class InvocationCancelled(TerminalError):
+    """The invocation was cancelled; raised at the handler's next journaled action.
+
+    It is raised once. A handler may catch it to compensate (its later steps
+    are journaled as usual) and then re-raise it, which ends the invocation as
+    failed with status 409, or return normally.
+    """
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(message, status_code=409)
 
 
 class SdkInternalError(BaseException):
@@ -110,3 +127,25 @@ class _AttemptFenced(SdkInternalError):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class _Suspend(SdkInternalError):
+    """The handler awaits entries that are not complete: end the attempt as ``Suspended``.
+
+    The proxy re-invokes the handler once any of ``waiting_on`` (journal
+    indices) is complete; an empty list asks for an immediate re-invocation.
+    """
+
+    def __init__(self, waiting_on: list[int]) -> None:
+        super().__init__(f"suspended, waiting on journal indices {waiting_on}")
+        self.waiting_on = waiting_on
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: boom"``: the type and message, never the traceback."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def format_stacktrace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))

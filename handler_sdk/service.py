@@ -23,6 +23,9 @@ __all__ = ["HandlerDefinition", "Service"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+#: The attribute ``@service.handler()`` sets on the function it registers.
+HANDLER_ATTRIBUTE = "__durable_handler__"
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -105,9 +108,12 @@ class Service:
         return MappingProxyType(self._handlers)
 
     def handler(self, name: str | None = None) -> Callable[[F], F]:
-        """Register an ``async def h(ctx)`` or ``async def h(ctx, input)``; returns it unchanged.
+        """Register an ``async def h(ctx)`` or ``async def h(ctx, input)``; returns it.
 
-        The handler is named after the function unless ``name`` is given.
+        The handler is named after the function unless ``name`` is given. The
+        function is returned unchanged except for a ``__durable_handler__``
+        attribute (its ``HandlerDefinition``: service, name and types), which
+        ``ctx.service_call`` and ``ctx.service_send`` read.
         """
         if name is not None:
             _check_name("handler", name)
@@ -116,7 +122,9 @@ class Service:
             handler_name = _check_name("handler", name or fn.__name__)
             if handler_name in self._handlers:
                 raise ValueError(f"service {self._name!r} already has a handler named {handler_name!r}")
-            self._handlers[handler_name] = _definition(self._name, handler_name, fn)
+            definition = self._handlers[handler_name] = _definition(self._name, handler_name, fn)
+            # Lets ctx.service_call(fn, ...) find the target and the types of fn.
+            setattr(fn, HANDLER_ATTRIBUTE, definition)
             return fn
 
         return register

@@ -144,6 +144,10 @@ class Invoker:
         activity = self._running.get(invocation_id)
         return None if activity is None else activity.attempt
 
+    def busy(self) -> bool:
+        """Some invocation has a task (an attempt running, or about to start)."""
+        return bool(self._tasks)
+
     def abort(self, invocation_id: str) -> None:
         """Stop the running attempt of an invocation that was killed (the store already fenced it)."""
         task = self._tasks.get(invocation_id)

@@ -5,9 +5,9 @@ from typing import Protocol
 import httpx
 import pytest
 
-from handler_sdk import Endpoint, Service
+from handler_sdk import Clock, Endpoint, Service
 
-from .fakes import FakeProxy
+from .fakes import FakeProxy, ManualClock
 
 
 class MakeEndpoint(Protocol):
@@ -16,6 +16,9 @@ class MakeEndpoint(Protocol):
         *services: Service,
         callback_transport: httpx.AsyncBaseTransport | None = None,
         append_deadline: timedelta = ...,
+        suspend_after: timedelta = ...,
+        always_replay: bool = ...,
+        clock: Clock | None = None,
     ) -> Endpoint: ...
 
 
@@ -33,11 +36,17 @@ async def make_endpoint(proxy: FakeProxy) -> AsyncIterator[MakeEndpoint]:
         *services: Service,
         callback_transport: httpx.AsyncBaseTransport | None = None,
         append_deadline: timedelta = timedelta(seconds=30),
+        suspend_after: timedelta = timedelta(seconds=1),
+        always_replay: bool = False,
+        clock: Clock | None = None,
     ) -> Endpoint:
         endpoint = Endpoint(
             list(services),
             callback_transport=callback_transport or proxy.transport,
             append_deadline=append_deadline,
+            suspend_after=suspend_after,
+            always_replay=always_replay,
+            clock=clock or ManualClock(),
         )
         endpoints.append(endpoint)
         return endpoint

@@ -9,7 +9,17 @@ import pytest
 from handler_sdk import Context, Service
 from handler_sdk._callback import CallbackClient
 from handler_sdk.errors import _AttemptFailed, _AttemptFenced
-from handler_sdk.protocol import AppendRequest, Completed, Retry
+from handler_sdk.protocol import (
+    INVOKE_CONTENT_TYPE,
+    AppendAck,
+    AppendRequest,
+    AwaitRequest,
+    AwaitResponse,
+    Completed,
+    Completion,
+    Retry,
+    await_request_decoder,
+)
 
 from .conftest import MakeEndpoint
 from .fakes import CALLBACK_URL, FakeProxy, invoke
@@ -123,11 +133,11 @@ async def test_bad_callback_url_is_a_protocol_violation() -> None:
     await client.aclose()
 
 
-async def test_client_returns_the_acked_index_and_reuses_its_pool() -> None:
+async def test_client_returns_the_ack_and_reuses_its_pool() -> None:
     client = CallbackClient(transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"index": 3})))
-    assert await client.append(CALLBACK_URL, request(3)) == 3
+    assert await client.append(CALLBACK_URL, request(3)) == AppendAck(index=3)
     pool = client._http()
-    assert await client.append(CALLBACK_URL, request(3)) == 3
+    assert await client.append(CALLBACK_URL, request(3)) == AppendAck(index=3)
     assert client._http() is pool
     await client.aclose()
 
@@ -138,4 +148,55 @@ async def test_deadline_error_type() -> None:
     )
     with pytest.raises(_AttemptFailed, match="HTTP 502"):
         await client.append(CALLBACK_URL, request())
+    await client.aclose()
+
+
+def await_request() -> AwaitRequest:
+    return AwaitRequest(attempt=1, token="t", indices=[2, 5], timeout_ms=100)
+
+
+async def test_wait_decodes_the_answer_and_posts_to_the_given_url() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"completions": [{"index": 5, "result": [1]}], "cancelled": True})
+
+    client = CallbackClient(transport=httpx.MockTransport(answer))
+    response = await client.wait(f"{CALLBACK_URL}/await", await_request())
+    assert response == AwaitResponse(completions=[Completion(index=5, result=msgspec.Raw(b"[1]"))], cancelled=True)
+    assert str(seen[0].url) == f"{CALLBACK_URL}/await"
+    assert seen[0].headers["content-type"] == INVOKE_CONTENT_TYPE
+    assert await_request_decoder.decode(seen[0].content) == await_request()
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(500), httpx.Response(503), httpx.ConnectError("refused"), httpx.ReadTimeout("slow")],
+)
+async def test_wait_that_cannot_be_answered_returns_none(answer: httpx.Response | httpx.TransportError) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, httpx.TransportError):
+            raise answer
+        return answer
+
+    client = CallbackClient(transport=httpx.MockTransport(handle))
+    assert await client.wait(CALLBACK_URL, await_request()) is None
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("response", "code", "match"),
+    [
+        (httpx.Response(409, json={"code": "fenced", "message": "superseded"}), 409, "refused the wait.*superseded"),
+        (httpx.Response(200, content=b"nonsense"), 571, "malformed AwaitResponse"),
+        (httpx.Response(400, text="what"), 571, "unexpected HTTP 400 to a wait"),
+    ],
+)
+async def test_bad_wait_answers_fence_the_attempt(response: httpx.Response, code: int, match: str) -> None:
+    client = CallbackClient(transport=httpx.MockTransport(lambda _: response))
+    with pytest.raises(_AttemptFenced, match=match) as info:
+        await client.wait(CALLBACK_URL, await_request())
+    assert info.value.code == code
     await client.aclose()

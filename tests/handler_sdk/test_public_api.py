@@ -36,3 +36,10 @@ def test_importing_the_sdk_does_not_import_pydantic() -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_durable_execution_api_is_exported() -> None:
+    expected = {"CallFuture", "Clock", "DurableFuture", "InvocationCancelled", "SystemClock"}
+    assert expected <= set(handler_sdk.__all__)
+    assert issubclass(handler_sdk.InvocationCancelled, handler_sdk.TerminalError)
+    assert handler_sdk.InvocationCancelled().status_code == 409

@@ -94,7 +94,17 @@ class Process:
 class Cluster:
     """One proxy and N instances of the instrumented order service."""
 
-    def __init__(self, workdir: Path, instances: int = 2, proxy_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        instances: int = 2,
+        proxy_args: list[str] | None = None,
+        app: str = "tests.processes.order_app:app",
+        expect_service: str = "OrderService",
+        service_env: dict[str, str] | None = None,
+        prefix: str = "/durable",
+    ) -> None:
+        self.expect_service = expect_service
         self.workdir = workdir
         self.gate_dir = workdir / "gate"
         self.gate_dir.mkdir()
@@ -111,7 +121,13 @@ class Cluster:
             workdir / "proxy.log",
             f"http://127.0.0.1:{self.admin_port}/health",
         )  # fmt: skip
-        service_env = {**env, "ORDER_LEDGER": str(self.ledger), "GATE_DIR": str(self.gate_dir)}
+        service_env = {
+            **env,
+            "ORDER_LEDGER": str(self.ledger),
+            "FLOWS_LEDGER": str(workdir / "flows.db"),
+            "GATE_DIR": str(self.gate_dir),
+            **(service_env or {}),
+        }
         self.services: list[Process] = []
         for i in range(instances):
             port = free_port()
@@ -122,7 +138,7 @@ class Cluster:
                         sys.executable,
                         "-m",
                         "uvicorn",
-                        "tests.processes.order_app:app",
+                        app,
                         "--port",
                         str(port),
                         "--log-level",
@@ -130,8 +146,8 @@ class Cluster:
                     ],
                     service_env,
                     workdir / f"service-{i}.log",
-                    f"http://127.0.0.1:{port}/durable/health",
-                )  # fmt: skip
+                    f"http://127.0.0.1:{port}{prefix}/health",
+                )
             )
 
     @property
@@ -159,7 +175,7 @@ class Cluster:
                 timeout=30,
             )
             assert result.returncode == 0, result.stderr
-            assert "OrderService" in result.stdout
+            assert self.expect_service in result.stdout, result.stdout
 
     def stop(self) -> None:
         for process in [*self.services, self.proxy]:
@@ -184,8 +200,16 @@ class Cluster:
 
 
 @contextmanager
-def cluster(workdir: Path, instances: int = 2, proxy_args: list[str] | None = None) -> Iterator[Cluster]:
-    c = Cluster(workdir, instances, proxy_args)
+def cluster(
+    workdir: Path,
+    instances: int = 2,
+    proxy_args: list[str] | None = None,
+    app: str = "tests.processes.order_app:app",
+    expect_service: str = "OrderService",
+    service_env: dict[str, str] | None = None,
+    prefix: str = "/durable",
+) -> Iterator[Cluster]:
+    c = Cluster(workdir, instances, proxy_args, app, expect_service, service_env, prefix)
     try:
         c.start()
         yield c

@@ -1,0 +1,221 @@
+"""The state of one attempt that every durable action shares.
+
+It hands out journal slots (and decides where a cancellation is raised),
+appends entries, keeps the completions known so far, and ends the attempt by
+suspending. The ``Context`` methods, futures and combinators are built on it.
+
+Cancellation is raised once, at a point the journal fixes: when the proxy says
+the invocation was cancelled (in the ``InvokeRequest``, an ``AppendAck`` or an
+``AwaitResponse``), the next *new* slot the handler takes becomes a ``Cancel``
+entry and the action asking for it raises ``InvocationCancelled`` instead. A
+replay meets that ``Cancel`` entry at the same index and raises there again,
+whatever the code asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import NoReturn
+
+import msgspec
+
+from ._callback import CallbackClient
+from ._replay import Journal, check_replayed
+from .clock import Clock
+from .errors import InvocationCancelled, SdkInternalError, _Suspend
+from .protocol import (
+    AppendRequest,
+    AwaitRequest,
+    Cancel,
+    Completion,
+    InvokeRequest,
+    JournalEntry,
+    json_encoder,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancelling:
+    """A slot taken by the cancellation: the action asking for it raises ``InvocationCancelled``.
+
+    ``appended`` is the append of a new ``Cancel`` entry, ``None`` for a replayed one.
+    """
+
+    index: int
+    appended: asyncio.Task[None] | None
+
+
+class Attempt:
+    """Journal, completions and cancellation state of one attempt."""
+
+    def __init__(
+        self,
+        *,
+        request: InvokeRequest,
+        journal: Journal,
+        callbacks: CallbackClient,
+        clock: Clock,
+        suspend_after: timedelta,
+    ) -> None:
+        self.request = request
+        self.journal = journal
+        self.clock = clock
+        #: The longest the handler waits in-process for a completion before suspending.
+        self.suspend_after_ms = suspend_after // timedelta(milliseconds=1)
+        self._callbacks = callbacks
+        self._completions: dict[int, Completion] = {c.index: c for c in request.completions}
+        self._cancel_requested = request.cancelled
+        self._cancel_raised = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def invocation_id(self) -> str:
+        return self.request.invocation_id
+
+    # ------------------------------------------------------------------ slots
+
+    def take(self) -> int | Cancelling:
+        """The next journal index, or the cancellation if it is raised at that index.
+
+        Never raises: a journal that cannot be decoded stops the attempt, and the
+        caller meets that reason when it checks the journal.
+        """
+        if self._cancel_due() and not self.journal.replaying:
+            return self._cancel_at(self.journal.reserve())
+        index = self.journal.reserve()
+        try:
+            recorded = self.journal.recorded(index)
+        except SdkInternalError as exc:
+            self.journal.stop(exc)
+            return index
+        if isinstance(recorded, Cancel):
+            self._cancel_raised = True
+            return Cancelling(index, None)
+        return index
+
+    def replayed(self, index: int, requested: JournalEntry) -> JournalEntry | None:
+        """The recorded entry at ``index`` if it matches ``requested``; ``None`` if the index is new.
+
+        A mismatch (or an undecodable entry) stops the attempt and is raised.
+        """
+        try:
+            self.journal.check()
+            recorded = self.journal.recorded(index)
+            if recorded is not None:
+                check_replayed(index, recorded, requested)
+            return recorded
+        except SdkInternalError as exc:
+            self.journal.stop(exc)
+            raise
+
+    # ------------------------------------------------------------------ appends
+
+    async def append(self, index: int, entry: JournalEntry) -> None:
+        """Append ``entry`` at ``index`` and return once the proxy committed it."""
+        request = AppendRequest(
+            attempt=self.request.attempt,
+            token=self.request.token,
+            index=index,
+            entry=msgspec.Raw(json_encoder.encode(entry)),
+        )
+        url = f"{self.request.callback_url}/journal"
+
+        async def send() -> None:
+            ack = await self._callbacks.append(url, request)
+            if ack.cancelled:
+                self._cancel_requested = True
+
+        await self.journal.append(index, send)
+
+    def start_append(self, index: int, entry: JournalEntry) -> asyncio.Task[None]:
+        """Append in the background, for actions that return before their entry is committed.
+
+        The attempt does not answer before every such append has ended.
+        """
+        task = asyncio.ensure_future(self.append(index, entry))
+        self._background.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure already stopped the journal
+
+    async def settle(self) -> None:
+        """Wait for the background appends to end (they stop the journal if they fail)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # ------------------------------------------------------------------ completions
+
+    def completion(self, index: int) -> Completion | None:
+        """The completion of the entry at ``index``, if the proxy reported one."""
+        return self._completions.get(index)
+
+    async def wait(self, indices: Iterable[int], timeout_ms: int) -> bool:
+        """Wait briefly for any of ``indices`` through the proxy; whether one got completed."""
+        pending = sorted(set(indices))
+        request = AwaitRequest(
+            attempt=self.request.attempt, token=self.request.token, indices=pending, timeout_ms=timeout_ms
+        )
+        try:
+            response = await self._callbacks.wait(f"{self.request.callback_url}/await", request)
+        except SdkInternalError as exc:
+            self.journal.stop(exc)
+            raise
+        if response is None:
+            return False
+        if response.cancelled:
+            self._cancel_requested = True
+        for completion in response.completions:
+            self._completions.setdefault(completion.index, completion)
+        return any(index in self._completions for index in pending)
+
+    def suspend(self, waiting_on: Iterable[int]) -> NoReturn:
+        """End the attempt: the proxy re-invokes the handler once any of ``waiting_on`` completes."""
+        reason = _Suspend(sorted(set(waiting_on)))
+        self.journal.stop(reason)
+        raise reason
+
+    # ------------------------------------------------------------------ cancellation
+
+    def _cancel_due(self) -> bool:
+        return self._cancel_requested and not self._cancel_raised
+
+    def _cancel_at(self, index: int) -> Cancelling:
+        self._cancel_raised = True
+        return Cancelling(index, self.start_append(index, Cancel()))
+
+    def cancel_at_await(self) -> Cancelling | None:
+        """Where an await of incomplete futures raises the cancellation, if it does.
+
+        At the next index: when it holds a recorded ``Cancel`` entry, or when it is
+        new and the cancellation is due.
+        """
+        if self.journal.replaying:
+            try:
+                recorded = self.journal.recorded(self.journal.cursor)
+            except SdkInternalError as exc:
+                self.journal.stop(exc)
+                raise
+            if not isinstance(recorded, Cancel):
+                return None
+        elif not self._cancel_due():
+            return None
+        slot = self.take()
+        assert isinstance(slot, Cancelling)
+        return slot
+
+    def cancel_in_slot(self, index: int) -> Cancelling | None:
+        """The cancellation, raised in the new slot ``index`` an action already holds, if it is due."""
+        return self._cancel_at(index) if self._cancel_due() else None
+
+    async def raise_cancelled(self, slot: Cancelling) -> NoReturn:
+        """Wait until the ``Cancel`` entry is committed, then raise the cancellation."""
+        if slot.appended is not None:
+            await slot.appended
+        raise InvocationCancelled()

@@ -1,0 +1,61 @@
+"""Awaiting durable futures: use a known completion, wait briefly, or suspend.
+
+Once the futures' entries are committed, a completion the proxy already sent
+is used at once. Otherwise the handler may wait in-process, through the proxy's
+``/await`` callback, for at most ``suspend_after`` (a timer only if it is due
+within that time); when nothing useful arrives it suspends, which ends the
+attempt, and the proxy re-invokes it, replaying, once a completion exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._attempt import Attempt
+    from ._futures import DurableFuture
+
+T = TypeVar("T")
+
+
+async def until_done(
+    attempt: Attempt,
+    futures: Sequence[DurableFuture[Any]],
+    *,
+    every: bool = False,
+    slot: int | None = None,
+) -> None:
+    """Return once any of ``futures`` (with ``every``, all of them) is complete.
+
+    While they are not, the cancellation is raised if it falls here (in
+    ``slot`` when the caller already holds the new index it would be journaled
+    at), else the handler waits briefly, else it suspends on the pending ones.
+    """
+    for future in futures:
+        await future._until_journaled()
+    attempt.journal.check()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + attempt.suspend_after_ms / 1000
+    waited_in_vain = False
+    while True:
+        pending = [future for future in futures if not future.done()]
+        if not pending or (not every and len(pending) < len(futures)):
+            return
+        cancelling = attempt.cancel_in_slot(slot) if slot is not None else attempt.cancel_at_await()
+        if cancelling is not None:
+            await attempt.raise_cancelled(cancelling)
+        budget_ms = math.ceil((deadline - loop.time()) * 1000)
+        now_ms = attempt.clock.now_ms()
+        worth_it = any(future._worth_waiting(now_ms, attempt.suspend_after_ms) for future in pending)
+        if waited_in_vain or budget_ms <= 0 or not worth_it:
+            attempt.suspend(future.index for future in pending)
+        waited_in_vain = not await attempt.wait((future.index for future in pending), budget_ms)
+
+
+async def result_of(future: DurableFuture[T]) -> T:
+    """The result of ``future``, once it is complete."""
+    await until_done(future._attempt, [future])
+    return future._result()
