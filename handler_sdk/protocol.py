@@ -125,10 +125,79 @@ class Cancel(Entry, frozen=True, kw_only=True, tag="cancel"):
     """The handler observed a cancellation here: replays raise it at the same point."""
 
 
-JournalEntry = Run | Sleep | Call | Send | Awakeable | Select | Now | Cancel
+# Keyed state (virtual objects and workflows). ``name`` is the state key.
 
-#: Kinds whose entries are completed later by the proxy (the rest are complete when appended).
-COMPLETABLE_KINDS: Final = frozenset({"sleep", "call", "awakeable"})
+
+class GetState(Entry, frozen=True, kw_only=True, tag="get_state"):
+    """A read of one state key, with the value read (``found`` False: the key was not set)."""
+
+    value: msgspec.Raw = _NULL
+    found: bool = False
+
+
+class GetStateKeys(Entry, frozen=True, kw_only=True, tag="get_state_keys"):
+    """A read of the names of every state key that is set."""
+
+    keys: list[str] = []
+
+
+class SetState(Entry, frozen=True, kw_only=True, tag="set_state"):
+    """Set a state key; the proxy applies it in the transaction that commits the entry."""
+
+    value: msgspec.Raw = _NULL
+
+
+class ClearState(Entry, frozen=True, kw_only=True, tag="clear_state"):
+    """Remove a state key, in the transaction that commits the entry."""
+
+
+class ClearAllState(Entry, frozen=True, kw_only=True, tag="clear_all_state"):
+    """Remove every state key of the object or workflow, in the transaction that commits the entry."""
+
+
+# Durable promises of a workflow. ``name`` is the promise name.
+
+
+class GetPromise(Entry, frozen=True, kw_only=True, tag="get_promise"):
+    """Wait for a promise: completed with its value (or failure) once it is resolved (or rejected)."""
+
+
+class PeekPromise(Entry, frozen=True, kw_only=True, tag="peek_promise"):
+    """Look at a promise without waiting: completed at once with ``{"resolved": bool, "value": ...}``,
+    or with the failure of a rejected promise."""
+
+
+class CompletePromise(Entry, frozen=True, kw_only=True, tag="complete_promise"):
+    """Resolve (``value``) or reject (``failure``) a promise: completed at once with ``null``,
+    or with a failure (409) if the promise was already completed."""
+
+    value: msgspec.Raw = _NULL
+    failure: Failure | None = None
+
+
+JournalEntry = (
+    Run
+    | Sleep
+    | Call
+    | Send
+    | Awakeable
+    | Select
+    | Now
+    | Cancel
+    | GetState
+    | GetStateKeys
+    | SetState
+    | ClearState
+    | ClearAllState
+    | GetPromise
+    | PeekPromise
+    | CompletePromise
+)
+
+#: Kinds whose entries are completed by the proxy (the rest are complete when appended).
+COMPLETABLE_KINDS: Final = frozenset({"sleep", "call", "awakeable", "get_promise", "peek_promise", "complete_promise"})
+#: Kinds that change keyed state; only exclusive handlers (and a workflow's run) may append them.
+STATE_WRITE_KINDS: Final = frozenset({"set_state", "clear_state", "clear_all_state"})
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -176,8 +245,15 @@ def parse_awakeable_id(value: str) -> tuple[str, int] | None:
 # --------------------------------------------------------------------------- discovery
 
 
+ServiceKind = Literal["service", "object", "workflow"]
+#: ``exclusive``: one at a time per key, may write state. ``shared``: concurrent, reads only.
+#: ``workflow``: a workflow's ``run``, once per key. Handlers of a plain service have no kind.
+HandlerKind = Literal["exclusive", "shared", "workflow"]
+
+
 class HandlerManifest(msgspec.Struct, frozen=True, kw_only=True):
     name: str
+    kind: HandlerKind | None = None
     input_schema: dict[str, object] | None = None
     output_schema: dict[str, object] | None = None
     #: False when the handler takes no argument besides the context.
@@ -186,7 +262,7 @@ class HandlerManifest(msgspec.Struct, frozen=True, kw_only=True):
 
 class ServiceManifest(msgspec.Struct, frozen=True, kw_only=True):
     name: str
-    kind: Literal["service"] = "service"
+    kind: ServiceKind = "service"
     handlers: list[HandlerManifest] = []
 
 
@@ -225,6 +301,8 @@ class InvokeRequest(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str] = {}
     #: The invocation was cancelled: the handler raises at its next journaled action.
     cancelled: bool = False
+    #: The committed state of the object or workflow key (``key``), for keyed handlers.
+    state: dict[str, msgspec.Raw] = {}
 
 
 class Completed(msgspec.Struct, frozen=True, kw_only=True, tag_field="status", tag="completed"):
@@ -275,6 +353,9 @@ class AppendAck(msgspec.Struct, frozen=True, kw_only=True):
     index: int
     #: The invocation was cancelled meanwhile: the handler raises at its next journaled action.
     cancelled: bool = False
+    #: The completion of this entry when the proxy completed it in the same commit
+    #: (a promise peek or completion, a call that could not start).
+    completion: Completion | None = None
 
 
 class AwaitRequest(msgspec.Struct, frozen=True, kw_only=True):

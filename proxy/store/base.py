@@ -19,6 +19,14 @@ completion each, written once: by a timer, by the callee's end, or by the
 outside world. A completion that an invocation is suspended on makes it
 ``pending`` in the same transaction, and the verb reports it in ``Effects.woken``.
 
+Keyed invocations (virtual objects and workflows) carry a ``key``. An
+*exclusive* one holds the lock of its (service, key) from the moment it
+becomes runnable until it ends, suspensions and backoffs included; while
+another holds it, it waits as ``queued``, and the lock passes to the queued
+invocations one at a time, in arrival order. State (per service and key) and
+durable promises (per workflow key) change only in the transaction that
+commits the journal entry that changed them.
+
 Timers live in one table indexed by due time: ``(invocation_id, index)`` with
 ``index = -1`` for "start the invocation" (a delayed start or a retry backoff)
 and ``index >= 0`` for a sleep entry.
@@ -31,8 +39,17 @@ from typing import Literal
 
 import msgspec
 
-InvocationStatus = Literal["scheduled", "pending", "running", "suspended", "backing_off", "completed", "failed"]
-ACTIVE_STATUSES: tuple[InvocationStatus, ...] = ("scheduled", "pending", "running", "suspended", "backing_off")
+InvocationStatus = Literal[
+    "scheduled", "queued", "pending", "running", "suspended", "backing_off", "completed", "failed"
+]
+ACTIVE_STATUSES: tuple[InvocationStatus, ...] = (
+    "scheduled",
+    "queued",
+    "pending",
+    "running",
+    "suspended",
+    "backing_off",
+)
 TERMINAL_STATUSES: tuple[InvocationStatus, ...] = ("completed", "failed")
 
 
@@ -57,6 +74,8 @@ class NewInvocation(msgspec.Struct, frozen=True, kw_only=True):
     parent_awaits: bool = False
     #: Start no earlier than this (a delayed send): the invocation is ``scheduled`` with a timer.
     run_at_ms: int | None = None
+    #: Takes the lock of (service, key) before it runs; ``queued`` while another holds it.
+    exclusive: bool = False
 
 
 class Invocation(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +103,7 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     #: While ``suspended``: the journal indices whose completion wakes it.
     waiting_on: list[int] | None = None
+    exclusive: bool = False
 
     @property
     def done(self) -> bool:
@@ -127,6 +147,50 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     invocation: Invocation
     journal: list[JournalRow]
     completions: list[CompletionRow] = []
+    #: For a keyed invocation: the committed state of its (service, key).
+    state: dict[str, bytes] = {}
+
+
+class StateOp(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of keyed state, applied with the entry that made it."""
+
+    op: Literal["set", "clear", "clear_all"]
+    name: str = ""
+    value: bytes | None = None
+
+
+class PromiseOp(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable-promise action of a workflow key, applied with the entry that made it.
+
+    ``get``: complete the entry now if the promise is completed, else when it is.
+    ``peek``: complete the entry now with ``{"resolved": bool, "value": ...}``, or the
+    promise's failure. ``complete``: complete the promise with ``value`` or ``failure``
+    (and every entry waiting on it); the entry is completed with ``null``, or with
+    a 409 failure if the promise was already completed.
+    """
+
+    op: Literal["get", "peek", "complete"]
+    name: str
+    value: bytes | None = None
+    failure: StoredFailure | None = None
+
+
+class PromiseRow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    value: bytes | None
+    failure: StoredFailure | None
+    completed_at_ms: int
+
+
+class KeyStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """An object or workflow key: its state, who holds its lock, who waits for it, its promises."""
+
+    service: str
+    key: str
+    state: dict[str, bytes]
+    lock_holder: str | None
+    queue: list[str]
+    promises: list[PromiseRow]
 
 
 class TimerRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +224,8 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     #: The invocation was cancelled meanwhile (read in the same transaction).
     cancel_requested: bool = False
     effects: Effects = Effects()
+    #: The completion this entry got in the same commit (``completion=`` or a promise op), if any.
+    completion: CompletionRow | None = None
 
 
 class Created(msgspec.Struct, frozen=True, kw_only=True):
@@ -213,7 +279,10 @@ class JournalStore(abc.ABC):
         """Insert a ``pending`` invocation, or return the one holding the same idempotency key.
 
         The idempotency key is scoped to (service, handler, key). A repeat with a
-        different input raises ``IdempotencyConflict``.
+        different input raises ``IdempotencyConflict``. ``run_at_ms`` makes it
+        ``scheduled`` with a start timer. An ``exclusive`` invocation whose key is
+        locked by another is ``queued``; otherwise it takes the lock (a scheduled one
+        takes it when its timer fires).
         """
 
     @abc.abstractmethod
@@ -247,6 +316,8 @@ class JournalStore(abc.ABC):
         child: NewInvocation | None = None,
         timer_at_ms: int | None = None,
         completion: CompletionRow | None = None,
+        state_op: StateOp | None = None,
+        promise_op: PromiseOp | None = None,
     ) -> AppendResult:
         """Append one journal entry for the given attempt, with its effects, in one transaction.
 
@@ -262,7 +333,10 @@ class JournalStore(abc.ABC):
         ``scheduled`` with a start timer, else ``pending`` and listed in
         ``effects.woken``). ``timer_at_ms``: a sleep timer for this entry.
         ``completion``: complete this entry at once (e.g. a call to an unknown
-        service fails immediately).
+        service fails immediately). ``state_op``: change the state of the
+        invocation's (service, key). ``promise_op``: see ``PromiseOp``, on the
+        promises of the invocation's (service, key).
+        An exclusive child whose key is locked is created ``queued``.
         """
 
     @abc.abstractmethod
@@ -271,7 +345,10 @@ class JournalStore(abc.ABC):
 
         A call's end becomes the completion of the caller's entry, in the same
         transaction (``effects.notified``, and ``effects.woken`` if the caller
-        was suspended on it). ``effects.ended`` lists this invocation.
+        was suspended on it). ``effects.ended`` lists this invocation. The end of
+        an exclusive invocation passes its key's lock to the oldest ``queued``
+        invocation of that key, which becomes ``pending`` (``effects.woken``); the
+        same holds for every way an invocation ends (``fail``, ``cancel``, ``kill``).
         """
 
     @abc.abstractmethod
@@ -362,6 +439,26 @@ class JournalStore(abc.ABC):
     @abc.abstractmethod
     async def list_runnable(self) -> list[str]:
         """Ids of every ``pending`` invocation, oldest first."""
+
+    # ---------------------------------------------------------------- keyed state
+
+    @abc.abstractmethod
+    async def get_state(self, service: str, key: str) -> dict[str, bytes]: ...
+
+    @abc.abstractmethod
+    async def key_status(self, service: str, key: str) -> KeyStatus: ...
+
+    @abc.abstractmethod
+    async def find_by_idempotency_key(
+        self, service: str, handler: str, key: str | None, idempotency_key: str
+    ) -> Invocation | None:
+        """The invocation created with this idempotency key (a workflow's run uses ``run`` as its key)."""
+
+    @abc.abstractmethod
+    async def purge_workflows(self, service: str, ended_before_ms: int, limit: int = 1_000) -> int:
+        """Delete workflow keys of ``service`` whose ``run`` invocation ended before ``ended_before_ms``:
+        every invocation of the key (with its journal, completions, attempts), its state and its promises.
+        Returns how many keys were purged (at most ``limit``)."""
 
     @abc.abstractmethod
     async def list_invocations(self, *, status: InvocationStatus | None = None, limit: int = 100) -> list[Invocation]:
