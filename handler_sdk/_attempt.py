@@ -127,6 +127,9 @@ class Attempt:
             ack = await self._callbacks.append(url, request)
             if ack.cancelled:
                 self._cancel_requested = True
+            if ack.completion is not None:
+                # Completed in the same commit (a promise peek, a call that could not start): no wait needed.
+                self._completions.setdefault(index, ack.completion)
 
         await self.journal.append(index, send)
 

@@ -148,4 +148,7 @@ class CallbackClient:
         if ack.index != index:
             message = f"the proxy acknowledged index {ack.index} for an append of index {index}"
             raise _AttemptFenced(message, code=PROTOCOL_VIOLATION)
+        if ack.completion is not None and ack.completion.index != index:
+            message = f"the proxy completed index {ack.completion.index} in the ack of an append of index {index}"
+            raise _AttemptFenced(message, code=PROTOCOL_VIOLATION)
         return ack

@@ -1,8 +1,10 @@
 """Durable futures: the results of journal entries that the proxy completes later.
 
 A ``DurableFuture`` stands for one completable entry (a sleep, a call, an
-awakeable) at a fixed journal index. Its result is the entry's completion,
-which the proxy sends with the ``InvokeRequest`` or in answer to a brief wait;
+awakeable, a wait for a workflow's promise) at a fixed journal index. Its
+result is the entry's completion, which the proxy sends with the
+``InvokeRequest``, in the acknowledgement of the entry's append (when it could
+complete the entry in the same commit) or in answer to a brief wait;
 awaiting a future whose completion is not known yet suspends the handler, and
 the proxy re-invokes it once the completion exists.
 """
@@ -26,7 +28,7 @@ T = TypeVar("T")
 
 
 class DurableFuture(Generic[T]):
-    """The eventual result of a durable action (``ctx.timer``, ``ctx.call``, ``ctx.awakeable``).
+    """The eventual result of a durable action (``ctx.timer``, ``ctx.call``, ``ctx.awakeable``, ``promise.value()``).
 
     ``await future`` returns the result, decoded as the type the action
     declared, or raises ``TerminalError`` if the action failed. It can be

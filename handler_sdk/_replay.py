@@ -6,8 +6,10 @@ replay. And entries are committed strictly in index order: index ``k`` is sent
 to the proxy only after ``k - 1`` was acknowledged, so the journal never has a
 hole even when a later step finishes first.
 
-A replayed action is matched against its recorded entry on kind and name, and
-for calls and sends on their target too (``check_replayed``).
+A replayed action is matched against its recorded entry on kind and name (for
+state entries the name is the state key, for promises the promise name), for
+calls and sends on their target too, and for promise completions on whether
+they resolve or reject (``check_replayed``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from contextvars import ContextVar
 import msgspec
 
 from .errors import NonDeterminismError, SdkInternalError, _AttemptFailed, _Suspend
-from .protocol import PROTOCOL_VIOLATION, Call, Failure, JournalEntry, Send, entry_decoder, entry_kind
+from .protocol import (
+    PROTOCOL_VIOLATION,
+    Call,
+    CompletePromise,
+    Failure,
+    JournalEntry,
+    Send,
+    entry_decoder,
+    entry_kind,
+)
 
 
 def describe(entry: JournalEntry) -> tuple[str, str]:
@@ -28,6 +39,8 @@ def describe(entry: JournalEntry) -> tuple[str, str]:
     if isinstance(entry, Call | Send):
         target = f"{entry.service}/{entry.handler}" + (f"[{entry.key}]" if entry.key is not None else "")
         return entry_kind(entry), f"{entry.name} -> {target}" if entry.name else target
+    if isinstance(entry, CompletePromise):
+        return entry_kind(entry), f"{entry.name} ({'resolve' if entry.failure is None else 'reject'})"
     return entry_kind(entry), entry.name
 
 
@@ -37,6 +50,8 @@ def _same_action(recorded: JournalEntry, requested: JournalEntry) -> bool:
     if isinstance(recorded, Call | Send) and isinstance(requested, Call | Send):
         target = (requested.service, requested.handler, requested.key)
         return (recorded.service, recorded.handler, recorded.key) == target
+    if isinstance(recorded, CompletePromise) and isinstance(requested, CompletePromise):
+        return (recorded.failure is None) == (requested.failure is None)
     return True
 
 

@@ -40,6 +40,22 @@ def _check_argument(definition: HandlerDefinition, arg: Any) -> None:
         raise TypeError(f"handler '{definition.service}/{definition.name}' takes no input, got {arg!r}")
 
 
+_CALLERS = {"service": "service_call", "object": "object_call", "workflow": "workflow_call"}
+#: What each kind of service is called in messages.
+NOUNS = {"service": "service", "object": "virtual object", "workflow": "workflow"}
+
+
+def _check_target(definition: HandlerDefinition, key: str | None, kind: str | None = None) -> None:
+    """Refuse a call that names the wrong kind of target, or a keyed one without its key."""
+    target = f"'{definition.service}/{definition.name}'"
+    noun = NOUNS[definition.service_kind]
+    if kind is not None and definition.service_kind != kind:
+        method = _CALLERS[definition.service_kind]
+        raise TypeError(f"{target} is a handler of a {noun}, not of a {NOUNS[kind]}: use ctx.{method}")
+    if definition.keyed and key is None:
+        raise TypeError(f"{target} is a handler of a {noun}: pass the key of the {noun}")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
     """How ``ctx.run`` retries a failing step.
@@ -250,6 +266,7 @@ class Context(abc.ABC):
         """
         definition = _definition(handler)
         _check_argument(definition, arg)
+        _check_target(definition, key)
         output_type: Any = definition.output_codec.type
         return self.call(definition.service, definition.name, arg, key=key, type_hint=output_type, name=name)
 
@@ -289,6 +306,119 @@ class Context(abc.ABC):
         """
         definition = _definition(handler)
         _check_argument(definition, arg)
+        _check_target(definition, key)
+        return self.send(definition.service, definition.name, arg, key=key, delay=delay, name=name)
+
+    # ------------------------------------------------------------------ objects and workflows
+
+    @overload
+    def object_call(self, handler: Callable[[Any], Awaitable[O]], key: str, *, name: str = "") -> CallFuture[O]: ...
+
+    @overload
+    def object_call(
+        self, handler: Callable[[Any, I], Awaitable[O]], key: str, arg: I, *, name: str = ""
+    ) -> CallFuture[O]: ...
+
+    def object_call(
+        self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None, *, name: str = ""
+    ) -> CallFuture[Any]:
+        """Call a virtual object's handler (decorated with ``@obj.handler()``) for ``key``.
+
+        ``total = await ctx.object_call(add_item, "cart-7", item)``; like ``service_call`` otherwise.
+        """
+        return self._keyed_call("object", handler, key, arg, name)
+
+    @overload
+    def object_send(
+        self, handler: Callable[[Any], Awaitable[Any]], key: str, *, delay: timedelta | None = None, name: str = ""
+    ) -> Awaitable[str]: ...
+
+    @overload
+    def object_send(
+        self,
+        handler: Callable[[Any, I], Awaitable[Any]],
+        key: str,
+        arg: I,
+        *,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]: ...
+
+    def object_send(
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]:
+        """Send to a virtual object's handler for ``key``; returns the callee's invocation id once durable."""
+        return self._keyed_send("object", handler, key, arg, delay, name)
+
+    @overload
+    def workflow_call(self, handler: Callable[[Any], Awaitable[O]], key: str, *, name: str = "") -> CallFuture[O]: ...
+
+    @overload
+    def workflow_call(
+        self, handler: Callable[[Any, I], Awaitable[O]], key: str, arg: I, *, name: str = ""
+    ) -> CallFuture[O]: ...
+
+    def workflow_call(
+        self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None, *, name: str = ""
+    ) -> CallFuture[Any]:
+        """Call a workflow's handler (its ``run``, or a shared one) for the workflow ``key``."""
+        return self._keyed_call("workflow", handler, key, arg, name)
+
+    @overload
+    def workflow_send(
+        self, handler: Callable[[Any], Awaitable[Any]], key: str, *, delay: timedelta | None = None, name: str = ""
+    ) -> Awaitable[str]: ...
+
+    @overload
+    def workflow_send(
+        self,
+        handler: Callable[[Any, I], Awaitable[Any]],
+        key: str,
+        arg: I,
+        *,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]: ...
+
+    def workflow_send(
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        delay: timedelta | None = None,
+        name: str = "",
+    ) -> Awaitable[str]:
+        """Send to a workflow's handler for the workflow ``key``, e.g. start its ``run`` without waiting."""
+        return self._keyed_send("workflow", handler, key, arg, delay, name)
+
+    def _keyed_call(
+        self, kind: str, handler: Callable[..., Awaitable[Any]], key: str, arg: Any, name: str
+    ) -> CallFuture[Any]:
+        definition = _definition(handler)
+        _check_argument(definition, arg)
+        _check_target(definition, key, kind)
+        output_type: Any = definition.output_codec.type
+        return self.call(definition.service, definition.name, arg, key=key, type_hint=output_type, name=name)
+
+    def _keyed_send(
+        self,
+        kind: str,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any,
+        delay: timedelta | None,
+        name: str,
+    ) -> Awaitable[str]:
+        definition = _definition(handler)
+        _check_argument(definition, arg)
+        _check_target(definition, key, kind)
         return self.send(definition.service, definition.name, arg, key=key, delay=delay, name=name)
 
     # ------------------------------------------------------------------ awakeables

@@ -27,9 +27,10 @@ from starlette.routing import Route
 
 from ._attempt import Attempt
 from ._callback import CallbackClient
-from ._context import InvocationContext
+from ._keyed_context import new_context
 from ._replay import Journal, active, describe
 from .clock import Clock, SystemClock
+from .context import NOUNS
 from .errors import (
     InputError,
     NonDeterminismError,
@@ -138,7 +139,7 @@ async def run_attempt(
         clock=settings.clock,
         suspend_after=settings.suspend_after,
     )
-    ctx = InvocationContext(attempt)
+    ctx = new_context(definition, attempt)
     try:
         with active(journal):
             output = await definition.invoke(ctx, argument)
@@ -180,7 +181,9 @@ def _completed(definition: HandlerDefinition, output: Any) -> InvokeResponse:
 
 
 class Endpoint:
-    """Serves a set of services to the proxy as one ASGI app.
+    """Serves a set of services (plain, virtual objects, workflows) to the proxy as one ASGI app.
+
+    Each service is checked first: a ``Workflow`` without a main handler is refused.
 
     ``callback_transport`` replaces the network for calls to the proxy (tests
     pass an ``httpx.MockTransport`` or ``httpx.ASGITransport``);
@@ -213,6 +216,7 @@ class Endpoint:
         for service in services:
             if service.name in self._services:
                 raise ValueError(f"two services are named {service.name!r}")
+            service.check()
             self._services[service.name] = service
         self._callbacks = CallbackClient(transport=callback_transport, deadline=append_deadline)
         self._settings = AttemptSettings(
@@ -279,6 +283,10 @@ class Endpoint:
         if (invoke.service, invoke.handler) != (service_name, handler_name):
             named, path = f"{invoke.service}/{invoke.handler}", f"{service_name}/{handler_name}"
             message = f"the request names '{named}' but was sent to '{path}'"
+            return _error(400, "bad_request", message)
+        if definition.keyed and invoke.key is None:
+            noun = NOUNS[definition.service_kind]
+            message = f"'{service_name}/{handler_name}' is a handler of a {noun}: the request needs a key"
             return _error(400, "bad_request", message)
         response = await run_attempt(definition, invoke, self._settings)
         return Response(json_encoder.encode(response), media_type=INVOKE_CONTENT_TYPE)

@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -239,20 +240,32 @@ class TestEnvironment:
 
     # ------------------------------------------------------------------ invocations
 
-    async def call(self, service: str, handler: str, arg: Any = None, *, idempotency_key: str | None = None) -> Any:
+    async def call(
+        self,
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
         """Call a handler through the ingress and wait for its result (skipping time as needed).
 
-        Returns the JSON result; raises ``InvocationFailed`` if the invocation failed.
+        ``key`` addresses a virtual object or a workflow. Returns the JSON
+        result; raises ``InvocationFailed`` if the invocation failed.
         """
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
-        request = self.ingress.post(f"/{service}/{handler}", content=msgspec.json.encode(arg), headers=headers)
+        path = _path(service, handler, key)
+        request = self.ingress.post(path, content=msgspec.json.encode(arg), headers=headers)
         return _result(await self._run(request))
 
-    async def send(self, service: str, handler: str, arg: Any = None, *, delay: timedelta | None = None) -> str:
-        """Start an invocation without waiting; returns its id."""
+    async def send(
+        self, service: str, handler: str, arg: Any = None, *, key: str | None = None, delay: timedelta | None = None
+    ) -> str:
+        """Start an invocation without waiting; returns its id. ``key`` addresses an object or a workflow."""
         params = {"delay": f"{int(delay.total_seconds() * 1000)}ms"} if delay else {}
         response = await self.ingress.post(
-            f"/{service}/{handler}/send", content=msgspec.json.encode(arg), params=params
+            f"{_path(service, handler, key)}/send", content=msgspec.json.encode(arg), params=params
         )
         if response.status_code != 202:
             raise InvocationFailed(response.status_code, response.json()["message"], None)
@@ -296,6 +309,12 @@ class TestEnvironment:
         work: asyncio.Future[httpx.Response] = asyncio.ensure_future(request)
         await self._skip_until_done(work)
         return await work
+
+
+def _path(service: str, handler: str, key: str | None) -> str:
+    if key is None:
+        return f"/{service}/{handler}"
+    return f"/{service}/{quote(key, safe='')}/{handler}"
 
 
 def _result(response: httpx.Response) -> Any:

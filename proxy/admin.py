@@ -12,6 +12,7 @@
                                    callees are cancelled too
 ``PATCH /invocations/{id}/kill``   kill: end it and its callees now, without compensation
 ``DELETE /invocations/{id}``       ``?mode=cancel`` (default) or ``?mode=kill``, as older Restate clients send
+``GET  /objects/{service}/{key}``  a virtual object's or workflow's state, lock holder, queue and promises
 ``GET  /health``                   liveness
 =================================  ==================================================
 """
@@ -155,7 +156,7 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             "kind": info.manifest.kind,
             "deployment_id": info.deployment_id,
             "handlers": [
-                {"name": h.name, "input_schema": h.input_schema, "output_schema": h.output_schema}
+                {"name": h.name, "kind": h.kind, "input_schema": h.input_schema, "output_schema": h.output_schema}
                 for h in info.manifest.handlers
             ],
         }
@@ -215,6 +216,32 @@ def create_admin_app(runtime: Runtime) -> Starlette:
     async def delete_invocation(request: Request) -> Response:
         return await stop_invocation(request.path_params["id"], request.query_params.get("mode", "cancel"))
 
+    async def get_object(request: Request) -> Response:
+        service, key = request.path_params["service"], request.path_params["key"]
+        info = rt.registry.service(service)
+        if info.kind == "service":
+            raise BadRequest(f"{service} is a service; only virtual objects and workflows have keyed state")
+        status = await rt.store.key_status(service, key)
+        return json_response(
+            {
+                "service": status.service,
+                "key": status.key,
+                "kind": info.kind,
+                "state": {name: msgspec.Raw(value) for name, value in sorted(status.state.items())},
+                "lock_holder": status.lock_holder,
+                "queue": status.queue,
+                "promises": [
+                    {
+                        "name": p.name,
+                        "value": _raw(p.value),
+                        "failure": _failure(p.failure),
+                        "completed_at_ms": p.completed_at_ms,
+                    }
+                    for p in status.promises
+                ],
+            }
+        )
+
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -243,6 +270,7 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             Route("/invocations/{id}", get_invocation, methods=["GET"]),
             Route("/invocations/{id}", delete_invocation, methods=["DELETE"]),
             Route("/invocations/{id}/{action}", patch_invocation, methods=["PATCH", "POST"]),
+            Route("/objects/{service}/{key:path}", get_object, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={ProxyError: on_proxy_error, HTTPException: on_http_error},

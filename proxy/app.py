@@ -8,6 +8,7 @@ run the whole proxy in-process without ports.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,9 +100,12 @@ class Runtime:
             )
             await runtime.registry.load()
             await runtime.recover()
+            purger = asyncio.get_running_loop().create_task(runtime.purge_forever(), name="purge")
             try:
                 yield runtime
             finally:
+                purger.cancel()
+                await asyncio.gather(purger, return_exceptions=True)
                 await runtime.timers.close()
                 await runtime.invoker.close()
         finally:
@@ -118,6 +122,26 @@ class Runtime:
         self.timers.start()
         if runnable:
             log.info("resuming %d invocations (%d were running)", len(runnable), abandoned)
+
+    async def purge(self) -> int:
+        """Purge the workflows that ended longer than the retention ago; the number of keys purged."""
+        before = self.clock.now_ms() - self.settings.workflow_retention_ms
+        purged = 0
+        for service in self.registry.services():
+            if service.kind == "workflow":
+                purged += await self.store.purge_workflows(service.name, before)
+        return purged
+
+    async def purge_forever(self) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.now_ms() + self.settings.purge_interval_ms)
+            try:
+                purged = await self.purge()
+            except Exception:
+                log.exception("purging finished workflows failed; trying again later")
+                continue
+            if purged:
+                log.info("purged %d finished workflows past their retention", purged)
 
     def apply_effects(self, effects: Effects) -> None:
         """Act on what a committed write did: answer waiting clients, wake attempts, schedule work."""

@@ -26,9 +26,15 @@ from handler_sdk.protocol import (
     AppendAck,
     AwaitResponse,
     Call,
+    ClearAllState,
+    ClearState,
+    CompletePromise,
     Completion,
     Entry,
+    GetPromise,
+    PeekPromise,
     Send,
+    SetState,
     Sleep,
     append_request_decoder,
     await_request_decoder,
@@ -41,8 +47,8 @@ from handler_sdk.protocol import (
 from .errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, ProxyError, UnsupportedMediaType
 from .http import json_response, read_body
 from .invoker import to_completion
-from .store.base import CompletionRow, NewInvocation, StoredFailure
-from .submission import new_invocation
+from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure
+from .submission import WORKFLOW_RUN_KEY, new_invocation
 
 #: The longest an ``/await`` callback holds the request.
 _MAX_AWAIT_MS = 30_000
@@ -89,7 +95,8 @@ class Callbacks:
             raise BadRequest("index must be >= 0 and attempt >= 1", code="protocol_violation")
         self._authorise(invocation_id, append.attempt, append.token)
         now = rt.clock.now_ms()
-        child, timer_at_ms, completion = self._effects_of(invocation_id, append.index, entry, now)
+        state_op, promise_op = await self._keyed_op(invocation_id, append.index, entry)
+        child, timer_at_ms, completion = await self._effects_of(invocation_id, append.index, entry, now)
         result = await rt.store.append(
             invocation_id,
             append.attempt,
@@ -101,6 +108,8 @@ class Callbacks:
             child=child,
             timer_at_ms=timer_at_ms,
             completion=completion,
+            state_op=state_op,
+            promise_op=promise_op,
         )
         match result.outcome:
             case "appended" | "duplicate":
@@ -111,7 +120,12 @@ class Callbacks:
                         rt.timers.add(child.id, -1, child.run_at_ms)
                     rt.apply_effects(result.effects)
                 rt.invoker.touch(invocation_id, append.attempt)
-                return json_response(AppendAck(index=append.index, cancelled=result.cancel_requested))
+                ack = AppendAck(
+                    index=append.index,
+                    cancelled=result.cancel_requested,
+                    completion=None if result.completion is None else to_completion(result.completion),
+                )
+                return json_response(ack)
             case "fenced":
                 self.fenced_appends += 1
                 log.warning(
@@ -132,7 +146,51 @@ class Callbacks:
             case "not_found":
                 raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
 
-    def _effects_of(
+    async def _invocation(self, invocation_id: str) -> Invocation:
+        """The invocation behind an append: from the running attempt if it runs here, else from the store."""
+        invocation = self._rt.invoker.running_invocation(invocation_id)
+        if invocation is None:
+            invocation = await self._rt.store.get_invocation(invocation_id)
+        if invocation is None:
+            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+        return invocation
+
+    async def _keyed_op(self, invocation_id: str, index: int, entry: Entry) -> tuple[StateOp | None, PromiseOp | None]:
+        """The change of keyed state or promises that committing ``entry`` makes, checked against the handler."""
+        state_op: StateOp | None = None
+        promise_op: PromiseOp | None = None
+        match entry:
+            case SetState(name=name, value=value):
+                state_op = StateOp(op="set", name=name, value=bytes(value))
+            case ClearState(name=name):
+                state_op = StateOp(op="clear", name=name)
+            case ClearAllState():
+                state_op = StateOp(op="clear_all")
+            case GetPromise(name=name):
+                promise_op = PromiseOp(op="get", name=name)
+            case PeekPromise(name=name):
+                promise_op = PromiseOp(op="peek", name=name)
+            case CompletePromise(name=name, value=value, failure=failure):
+                stored = None if failure is None else StoredFailure(code=failure.code, message=failure.message)
+                promise_op = PromiseOp(op="complete", name=name, value=None if stored else bytes(value), failure=stored)
+            case _:
+                return None, None
+        invocation = await self._invocation(invocation_id)
+        if invocation.key is None:
+            raise BadRequest(
+                f"entry {index} ({entry_kind(entry)}) needs a virtual object or workflow key; "
+                f"{invocation.service}/{invocation.handler} has none",
+                code="protocol_violation",
+            )
+        if state_op is not None and not invocation.exclusive:
+            raise BadRequest(
+                f"entry {index} ({entry_kind(entry)}): {invocation.service}/{invocation.handler} is a shared "
+                "handler and may only read state",
+                code="protocol_violation",
+            )
+        return state_op, promise_op
+
+    async def _effects_of(
         self, invocation_id: str, index: int, entry: Entry, now_ms: int
     ) -> tuple[NewInvocation | None, int | None, CompletionRow | None]:
         """What committing ``entry`` must also do: (callee to start, timer to set, immediate completion)."""
@@ -161,8 +219,14 @@ class Callbacks:
                         parent_awaits=is_call,
                         run_at_ms=now_ms + delay_ms if delay_ms else None,
                     )
+                    if child.idempotency_key == WORKFLOW_RUN_KEY and await self._rt.store.find_by_idempotency_key(
+                        service, handler, key, WORKFLOW_RUN_KEY
+                    ):
+                        raise Conflict(f"workflow {service} with key '{key}' already exists", code="workflow_exists")
                 except ProxyError as exc:
                     if not is_call:
+                        if exc.code == "workflow_exists":
+                            return None, None, None  # sending to an existing workflow's run: it runs once
                         # A send has no completion to carry the error: refuse it, the attempt retries.
                         raise BadRequest(f"send at index {index}: {exc.message}", code="bad_send_target") from None
                     # A call fails at once, as a terminal error the caller can handle.

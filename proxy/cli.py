@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--retry-initial-interval-ms", type=int, help="first retry delay (default: 100)")
     serve.add_argument("--retry-max-interval-ms", type=int, help="largest retry delay (default: 30000)")
     serve.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], help="SQLite durability (default: FULL)")
+    serve.add_argument("--workflow-retention-ms", type=int, help="keep finished workflows this long (default: 1 day)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     register = commands.add_parser("register", help="register a deployment (an endpoint serving handlers)")
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub = actions.add_parser(action, help=text)
         sub.add_argument("id", help="invocation id (inv_...)")
         sub.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
+
+    objects = commands.add_parser("objects", help="inspect virtual objects and workflows")
+    object_actions = objects.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = object_actions.add_parser("show", help="state, lock holder, queued invocations and promises of a key")
+    show.add_argument("service", help="the virtual object or workflow")
+    show.add_argument("key", help="the key")
+    show.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    show.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
     return parser
 
 
@@ -78,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(args)
         if args.command == "invocations":
             return _invocation_action(args)
+        if args.command == "objects":
+            return _show_object(args)
     except ValueError as exc:
         print(f"durable-proxy: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +99,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     names = [
         "db", "host", "port", "admin_host", "admin_port", "advertised_url", "max_body_bytes",
         "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
-        "retry_max_interval_ms", "sqlite_synchronous",
+        "retry_max_interval_ms", "sqlite_synchronous", "workflow_retention_ms",
     ]  # fmt: skip
     return Settings.load({name: getattr(args, name, None) for name in names})
 
@@ -198,6 +209,37 @@ def _invocation_action(args: argparse.Namespace) -> int:
         return 1
     done = "cancellation requested" if args.action == "cancel" else "killed"
     print(f"{args.id}: {done}")
+    return 0
+
+
+def _show_object(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    url = f"{args.admin_url.rstrip('/')}/objects/{quote(args.service, safe='')}/{quote(args.key, safe='')}"
+    try:
+        status, body = _admin_request("GET", url)
+    except _CliError as exc:
+        print(f"durable-proxy: {exc}", file=sys.stderr)
+        return 1
+    if status >= 300:
+        print(f"durable-proxy: {body.get('message', body)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"{body['kind']} {body['service']}/{body['key']}")
+    print(f"  lock holder: {body['lock_holder'] or '-'}")
+    print(f"  queued:      {', '.join(body['queue']) or '-'}")
+    print("  state:")
+    for name, value in body["state"].items() or [("-", None)]:
+        print(f"    {name} = {json.dumps(value)}" if name != "-" else "    -")
+    if body["promises"]:
+        print("  promises:")
+        for promise in body["promises"]:
+            outcome = (
+                f"rejected: {promise['failure']['message']}" if promise["failure"] else json.dumps(promise["value"])
+            )
+            print(f"    {promise['name']}: {outcome}")
     return 0
 
 

@@ -44,11 +44,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_factor: float = 2.0
     retry_max_interval_ms: int = 30_000
     retry_max_attempts: int = 30
+    #: How long a finished workflow keeps its state, promises and result before it is purged.
+    workflow_retention_ms: int = 24 * 3_600_000
+    #: How often finished workflows past their retention are purged.
+    purge_interval_ms: int = 60_000
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("FULL", "NORMAL"):
             raise ValueError("sqlite_synchronous must be FULL or NORMAL")
-        for name in ("max_body_bytes", "inactivity_timeout_ms", "abort_timeout_ms", "connect_timeout_ms"):
+        for name in (
+            "max_body_bytes",
+            "inactivity_timeout_ms",
+            "abort_timeout_ms",
+            "connect_timeout_ms",
+            "workflow_retention_ms",
+            "purge_interval_ms",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_concurrent_attempts < 1:

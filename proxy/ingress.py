@@ -6,6 +6,7 @@ unchanged:
 
 =========================================  ============================================
 ``POST /{service}/{handler}``              call and wait for the result
+``POST /{object}/{key}/{handler}``         the same for a virtual object or workflow key
 ``POST /restate/call/{service}/{handler}``  same
 ``POST /{service}/{handler}/send``         start and answer 202 with the invocation id
 ``POST /restate/send/{service}/{handler}``  same
@@ -13,6 +14,8 @@ unchanged:
 ``GET  /restate/invocation/{id}/attach``   same (classic path)
 ``GET  /restate/output/{id}``              the result if it is there, else 470
 ``GET  /restate/invocation/{id}/output``   same (classic path)
+``GET  /restate/workflow/{name}/{key}/attach|output``  the result of a workflow's run, by key
+``POST /restate/attach|output``            the same, by a ``{"target": ...}`` body (Restate 1.7)
 ``POST /restate/awakeables/{id}/resolve``  resolve an awakeable with the JSON body
 ``POST /restate/awakeables/{id}/reject``   reject it with the body as the reason
 ``POST /restate/a/{id}/resolve|reject``    same (the short form Restate's clients use)
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import msgspec
 from starlette.requests import Request
@@ -43,8 +47,8 @@ from handler_sdk.protocol import parse_awakeable_id
 from .errors import BadRequest, Conflict, MethodNotAllowed, NotFound, ProxyError, UnprocessableEntity
 from .http import error_response, json_response, raw_json_response, read_body
 from .ids import invocation_id as new_invocation_id
-from .store.base import IdempotencyConflict, Invocation, StoredFailure
-from .submission import new_invocation, parse_delay_ms, parse_input
+from .store.base import Created, IdempotencyConflict, Invocation, StoredFailure
+from .submission import WORKFLOW_RUN_KEY, new_invocation, parse_delay_ms, parse_input
 from .waiters import Outcome
 
 if TYPE_CHECKING:
@@ -89,46 +93,116 @@ class Ingress:
         await response(scope, receive, send)
 
     async def _route(self, request: Request) -> Response:
-        parts = [p for p in request.url.path.split("/") if p]
+        parts = _segments(request)
         method = request.method
         if parts[:1] == ["_durable"]:
             return await self._rt.callbacks.handle(request, parts)
         if parts[:1] == ["restate"]:
             return await self._route_restate(request, parts[1:], method)
-        if len(parts) == 2:
-            _require(method, "POST")
-            return await self._submit(request, parts[0], parts[1], send=False)
-        if len(parts) == 3 and parts[2] == "send":
-            _require(method, "POST")
-            return await self._submit(request, parts[0], parts[1], send=True)
-        raise NotFound(f"no ingress route for {method} {request.url.path}")
+        target = self._target(parts)
+        if target is None:
+            raise NotFound(f"no ingress route for {method} {request.url.path}")
+        _require(method, "POST")
+        service, key, handler, send = target
+        return await self._submit(request, service, handler, key=key, send=send)
+
+    def _target(self, parts: list[str]) -> tuple[str, str | None, str, bool] | None:
+        """(service, key, handler, send) of a submission path, by the kind of the service it names.
+
+        ``/{service}/{handler}[/send]`` for services, ``/{object}/{key}/{handler}[/send]``
+        for virtual objects and workflows.
+        """
+        if not parts:
+            return None
+        send = parts[-1] == "send" and len(parts) in (3, 4)
+        body = parts[:-1] if send else parts
+        info = self._rt.registry.service(body[0]) if len(body) in (2, 3) else None
+        if info is None:
+            return None
+        if info.kind == "service" and len(body) == 2:
+            return body[0], None, body[1], send
+        if info.kind != "service" and len(body) == 3:
+            return body[0], body[1], body[2], send
+        if info.kind != "service":
+            raise NotFound(f"{body[0]} is keyed: use /{body[0]}/{{key}}/{{handler}}", code="handler_not_found")
+        return None
 
     async def _route_restate(self, request: Request, parts: list[str], method: str) -> Response:
         match parts:
             case ["health"]:
                 return json_response({"status": "ok"})
-            case ["call", service, handler]:
+            case ["call" | "send" as verb, service, handler]:
                 _require(method, "POST")
-                return await self._submit(request, service, handler, send=False)
-            case ["send", service, handler]:
+                return await self._submit(request, service, handler, key=None, send=verb == "send")
+            case ["call" | "send" as verb, service, key, handler]:
                 _require(method, "POST")
-                return await self._submit(request, service, handler, send=True)
+                return await self._submit(request, service, handler, key=key, send=verb == "send")
             case ["attach", invocation_id] | ["invocation", invocation_id, "attach"]:
                 _require(method, "GET")
-                return await self._attach(request, invocation_id)
+                return await self._attach(request, await self._invocation(invocation_id))
             case ["output", invocation_id] | ["invocation", invocation_id, "output"]:
                 _require(method, "GET")
-                return await self._output(invocation_id)
+                return self._output(await self._invocation(invocation_id))
+            case ["workflow", name, key, ("attach" | "output") as verb]:
+                _require(method, "GET")
+                return await self._result(request, await self._workflow_run(name, key), verb)
+            case ["attach" | "output" as verb]:
+                _require(method, "POST")
+                return await self._result(request, await self._lookup(request), verb)
             case ["awakeables" | "a", awakeable, ("resolve" | "reject") as verb]:
                 _require(method, "POST")
                 return await self._complete_awakeable(request, awakeable, verb)
         raise NotFound(f"no ingress route for {method} {request.url.path}")
 
+    async def _result(self, request: Request, invocation: Invocation, verb: str) -> Response:
+        return await self._attach(request, invocation) if verb == "attach" else self._output(invocation)
+
+    async def _invocation(self, invocation_id: str) -> Invocation:
+        invocation = await self._rt.store.get_invocation(invocation_id)
+        if invocation is None:
+            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+        return invocation
+
+    async def _workflow_run(self, name: str, key: str) -> Invocation:
+        info = self._rt.registry.service(name)
+        if info.kind != "workflow":
+            raise BadRequest(f"{name} is not a workflow")
+        run = await self._rt.store.find_by_idempotency_key(name, "run", key, WORKFLOW_RUN_KEY)
+        if run is None:
+            raise NotFound(f"workflow {name} has no run with key '{key}'", code="workflow_not_found")
+        return run
+
+    async def _lookup(self, request: Request) -> Invocation:
+        """The invocation named by a Restate 1.7 ``POST /restate/attach|output`` body."""
+        body = await read_body(request, 64 * 1024)
+        value = parse_input(body)
+        if not isinstance(value, dict):
+            raise BadRequest('the body must be a JSON object with a "target" field')
+        match value.get("target"):
+            case "invocation" if isinstance(value.get("invocationId"), str):
+                return await self._invocation(value["invocationId"])
+            case "workflow" if isinstance(value.get("workflowName"), str) and isinstance(value.get("workflowKey"), str):
+                return await self._workflow_run(value["workflowName"], value["workflowKey"])
+            case "idempotentInvocation" if all(
+                isinstance(value.get(f), str) for f in ("service", "handler", "idempotencyKey")
+            ):
+                found = await self._rt.store.find_by_idempotency_key(
+                    value["service"], value["handler"], value.get("key"), value["idempotencyKey"]
+                )
+                if found is None:
+                    raise NotFound("no invocation with that idempotency key", code="invocation_not_found")
+                return found
+        raise BadRequest(
+            'target must be {"target": "invocation", "invocationId": ...}, '
+            '{"target": "workflow", "workflowName": ..., "workflowKey": ...} or '
+            '{"target": "idempotentInvocation", "service": ..., "handler": ..., "idempotencyKey": ...}'
+        )
+
     # ------------------------------------------------------------------ submissions
 
-    async def _submit(self, request: Request, service: str, handler: str, *, send: bool) -> Response:
+    async def _submit(self, request: Request, service: str, handler: str, *, key: str | None, send: bool) -> Response:
         rt = self._rt
-        rt.registry.handler(service, handler)  # 404 before reading the body
+        info = rt.registry.handler(service, handler)  # 404 before reading the body
         body = await read_body(request, rt.settings.max_body_bytes)
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
@@ -145,20 +219,26 @@ class Ingress:
             service=service,
             handler=handler,
             value=parse_input(body),
+            key=key,
             idempotency_key=idempotency_key,
             headers={k: v for k, v in request.headers.items() if k not in _DROPPED_HEADERS},
             run_at_ms=run_at_ms,
         )
+        if info.workflow_run and run_at_ms is not None:
+            raise BadRequest("a workflow's run cannot be delayed")
         waiter = None if send else rt.waiters.register(new.id)
         try:
             try:
                 created = await rt.store.create_invocation(new, now)
             except IdempotencyConflict as conflict:
-                raise UnprocessableEntity(
-                    f"Idempotency-Key '{idempotency_key}' was already used for invocation {conflict.existing.id} "
-                    "with a different request body",
-                    code="idempotency_conflict",
-                ) from None
+                if info.workflow_run:  # the workflow exists: attach to its run, as Restate does
+                    created = Created(invocation=conflict.existing, created=False)
+                else:
+                    raise UnprocessableEntity(
+                        f"Idempotency-Key '{idempotency_key}' was already used for invocation "
+                        f"{conflict.existing.id} with a different request body",
+                        code="idempotency_conflict",
+                    ) from None
             invocation = created.invocation
             if created.created and run_at_ms is not None:
                 rt.timers.add(invocation.id, -1, run_at_ms)
@@ -184,10 +264,7 @@ class Ingress:
 
     # ------------------------------------------------------------------ results
 
-    async def _attach(self, request: Request, invocation_id: str) -> Response:
-        invocation = await self._rt.store.get_invocation(invocation_id)
-        if invocation is None:
-            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+    async def _attach(self, request: Request, invocation: Invocation) -> Response:
         return await self._wait_for(request, invocation)
 
     async def _wait_for(self, request: Request, invocation: Invocation) -> Response:
@@ -201,12 +278,9 @@ class Ingress:
         finally:
             rt.waiters.discard(invocation.id, waiter)
 
-    async def _output(self, invocation_id: str) -> Response:
-        invocation = await self._rt.store.get_invocation(invocation_id)
-        if invocation is None:
-            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+    def _output(self, invocation: Invocation) -> Response:
         if not invocation.done:
-            return json_response({"message": "not ready"}, 470, headers={ID_HEADER: invocation_id})
+            return json_response({"message": "not ready"}, 470, headers={ID_HEADER: invocation.id})
         return outcome_response(Outcome.of(invocation))
 
     async def _complete_awakeable(self, request: Request, awakeable: str, verb: str) -> Response:
@@ -258,6 +332,13 @@ async def _wait_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _segments(request: Request) -> list[str]:
+    """The path's segments, each percent-decoded on its own, so an object key may contain ``/``."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.split(b"?", 1)[0].decode("latin-1")
+    return [unquote(segment) for segment in path.split("/") if segment]
 
 
 def _require(method: str, expected: str) -> None:

@@ -52,7 +52,7 @@ from .clock import Clock
 from .config import Settings
 from .registry import Registry, describe_http_error
 from .retry import RetryPolicy, next_retry_at
-from .store.base import Claim, CompletionRow, Effects, JournalStore, StoredFailure
+from .store.base import Claim, CompletionRow, Effects, Invocation, JournalStore, StoredFailure
 from .tokens import TokenSigner
 
 log = logging.getLogger("durable_proxy.invoker")
@@ -64,9 +64,10 @@ _SUPPORTED_RESPONSE_VERSIONS = frozenset({1})
 class _Activity:
     """The running attempt of one invocation, for the inactivity watchdog."""
 
-    __slots__ = ("attempt", "endpoint", "last_ms", "started_ms")
+    __slots__ = ("attempt", "endpoint", "invocation", "last_ms", "started_ms")
 
-    def __init__(self, attempt: int, endpoint: str, now_ms: int) -> None:
+    def __init__(self, invocation: Invocation, attempt: int, endpoint: str, now_ms: int) -> None:
+        self.invocation = invocation
         self.attempt = attempt
         self.endpoint = endpoint
         self.started_ms = now_ms
@@ -144,6 +145,11 @@ class Invoker:
         activity = self._running.get(invocation_id)
         return None if activity is None else activity.attempt
 
+    def running_invocation(self, invocation_id: str) -> Invocation | None:
+        """The invocation whose attempt runs here now, as it was claimed."""
+        activity = self._running.get(invocation_id)
+        return None if activity is None else activity.invocation
+
     def busy(self) -> bool:
         """Some invocation has a task (an attempt running, or about to start)."""
         return bool(self._tasks)
@@ -187,7 +193,7 @@ class Invoker:
                 if claim is None:
                     return
                 attempt = claim.invocation.attempt
-                self._running[invocation_id] = _Activity(attempt, endpoint, self._clock.now_ms())
+                self._running[invocation_id] = _Activity(claim.invocation, attempt, endpoint, self._clock.now_ms())
                 try:
                     try:
                         response = await self._attempt(claim, endpoint)
@@ -218,6 +224,7 @@ class Invoker:
             headers=invocation.headers,
             random_seed=random_seed(invocation.id),
             cancelled=invocation.cancel_requested,
+            state={name: msgspec.Raw(value) for name, value in claim.state.items()},
         )
         url = f"{endpoint}/invoke/{invocation.service}/{invocation.handler}"
         post = asyncio.ensure_future(

@@ -39,15 +39,30 @@ _service_decoder = msgspec.json.Decoder(ServiceManifest)
 class HandlerInfo:
     """A handler as the ingress sees it, with its input validator built once."""
 
-    __slots__ = ("manifest", "service", "validator")
+    __slots__ = ("manifest", "service", "service_kind", "validator")
 
-    def __init__(self, service: str, manifest: HandlerManifest) -> None:
+    def __init__(self, service: str, service_kind: str, manifest: HandlerManifest) -> None:
         self.service = service
+        self.service_kind = service_kind
         self.manifest = manifest
         self.validator: jsonschema.protocols.Validator | None = None
         if manifest.input_schema:
             cls = jsonschema.validators.validator_for(manifest.input_schema, default=jsonschema.Draft202012Validator)
             self.validator = cls(manifest.input_schema)
+
+    @property
+    def keyed(self) -> bool:
+        """Addressed by key: a virtual object's or a workflow's handler."""
+        return self.service_kind != "service"
+
+    @property
+    def exclusive(self) -> bool:
+        """Holds its key's lock while it runs (an object's exclusive handler, a workflow's run)."""
+        return self.keyed and self.manifest.kind in ("exclusive", "workflow", None)
+
+    @property
+    def workflow_run(self) -> bool:
+        return self.service_kind == "workflow" and self.manifest.kind == "workflow"
 
     def validation_error(self, value: Any) -> str | None:
         """A message describing why ``value`` is not a valid input, or None."""
@@ -61,13 +76,14 @@ class HandlerInfo:
 
 
 class ServiceInfo:
-    __slots__ = ("deployment_id", "handlers", "manifest", "name")
+    __slots__ = ("deployment_id", "handlers", "kind", "manifest", "name")
 
     def __init__(self, manifest: ServiceManifest, deployment_id: str) -> None:
         self.name = manifest.name
         self.manifest = manifest
         self.deployment_id = deployment_id
-        self.handlers = {h.name: HandlerInfo(manifest.name, h) for h in manifest.handlers}
+        self.kind = manifest.kind
+        self.handlers = {h.name: HandlerInfo(manifest.name, manifest.kind, h) for h in manifest.handlers}
 
 
 class Registry:
@@ -97,9 +113,7 @@ class Registry:
         return sorted(self._deployments.values(), key=lambda d: d.created_at_ms)
 
     def handler(self, service: str, handler: str) -> HandlerInfo:
-        info = self._services.get(service)
-        if info is None:
-            raise NotFound(f"service '{service}' is not registered", code="service_not_found")
+        info = self.service(service)
         found = info.handlers.get(handler)
         if found is None:
             known = ", ".join(sorted(info.handlers)) or "none"
@@ -107,6 +121,12 @@ class Registry:
                 f"service '{service}' has no handler '{handler}' (its handlers: {known})", code="handler_not_found"
             )
         return found
+
+    def service(self, service: str) -> ServiceInfo:
+        info = self._services.get(service)
+        if info is None:
+            raise NotFound(f"service '{service}' is not registered", code="service_not_found")
+        return info
 
     def deployment_for(self, service: str) -> str:
         return self._services[service].deployment_id

@@ -14,6 +14,9 @@ from .errors import BadRequest
 from .registry import Registry
 from .store.base import NewInvocation
 
+#: The idempotency key of a workflow's ``run``: one per workflow key.
+WORKFLOW_RUN_KEY = "run"
+
 
 def parse_input(body: bytes) -> Any:
     """The JSON value of a request body (empty means null)."""
@@ -42,11 +45,18 @@ def new_invocation(
 ) -> NewInvocation:
     """A checked ``NewInvocation``; ``NotFound`` or ``BadRequest`` (with a clear message) otherwise."""
     info = registry.handler(service, handler)
+    if info.keyed and not key:
+        noun = "workflow" if info.service_kind == "workflow" else "virtual object"
+        raise BadRequest(f"{service} is a {noun}: address it by key, as {service}/{{key}}/{handler}")
+    if not info.keyed and key is not None:
+        raise BadRequest(f"{service} is a service, not keyed: call it as {service}/{handler}")
     if value is not None and not info.manifest.takes_input:
         raise BadRequest(f"{service}/{handler} takes no input, got a request body")
     problem = info.validation_error(value) if info.manifest.takes_input else None
     if problem is not None:
         raise BadRequest(f"invalid input for {service}/{handler}: {problem}", code="invalid_input")
+    if info.workflow_run:
+        idempotency_key = WORKFLOW_RUN_KEY  # a workflow runs once per key
     return NewInvocation(
         id=invocation_id,
         service=service,
@@ -60,7 +70,12 @@ def new_invocation(
         parent_index=parent_index,
         parent_awaits=parent_awaits,
         run_at_ms=run_at_ms,
+        exclusive=info.exclusive,
     )
+
+
+#: The longest ``?delay=`` accepted: 100 years.
+MAX_DELAY_MS = 100 * 365 * 86_400_000
 
 
 def parse_delay_ms(text: str) -> int:
@@ -70,12 +85,17 @@ def parse_delay_ms(text: str) -> int:
         raise BadRequest("delay must not be empty")
     try:
         if value[:1] in ("P", "p"):
-            return _iso_duration_ms(value.upper())
-        return _human_duration_ms(value.lower())
-    except ValueError:
+            delay_ms = _iso_duration_ms(value.upper())
+        else:
+            delay_ms = _human_duration_ms(value.lower())
+    except (ValueError, OverflowError):  # OverflowError: a number too large for a float
         raise BadRequest(
             f"delay '{text}' is not a duration: use e.g. 10s, 500ms, 1h30m, 2d or ISO-8601 PT10S"
         ) from None
+    if delay_ms > MAX_DELAY_MS:
+        # The due time must stay a 64-bit millisecond timestamp (SQLite's INTEGER).
+        raise BadRequest(f"delay '{text}' is too long: at most {MAX_DELAY_MS // 86_400_000} days")
+    return delay_ms
 
 
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}

@@ -10,6 +10,9 @@ thread. They are split by concept:
   other invocations (``Effects``).
 * ``_sqlite_ops_cancel``: the cancel and kill cascades.
 * ``_sqlite_ops_deployments``: deployments, services and the secret.
+* ``_sqlite_ops_locks``: the locks of object and workflow keys and their queues.
+* ``_sqlite_ops_keys``: keyed state, durable promises, key status and the
+  purge of ended workflows.
 
 Every function takes the connection first and runs inside a transaction
 opened by its thread: a write job inside the writer's batch transaction (and
@@ -35,14 +38,14 @@ from proxy.store.base import (
 )
 
 #: The WHERE term of the partial index ``invocations_unfinished``; a query must repeat it verbatim to use the index.
-UNFINISHED: Final = "status IN ('scheduled', 'pending', 'running', 'suspended', 'backing_off')"
+UNFINISHED: Final = "status IN ('scheduled', 'queued', 'pending', 'running', 'suspended', 'backing_off')"
 #: The fencing rule: a write on behalf of an attempt lands only while that attempt is the running one.
 CURRENT_ATTEMPT: Final = "id = ? AND status = 'running' AND attempt = ?"
 INVOCATION_COLUMNS: Final = (
     "id, service, handler, key, status, input, headers, deployment_id, idempotency_key, attempt, journal_len,"
     " output, failure_code, failure_message, last_failure_code, last_failure_message, next_run_at_ms,"
     " created_at_ms, modified_at_ms, completed_at_ms, parent_id, parent_index, parent_awaits, cancel_requested,"
-    " waiting_on"
+    " waiting_on, exclusive"
 )
 #: Served by the index ``timers_by_due`` alone (it covers the WITHOUT ROWID key), already in due order.
 DUE_TIMERS_SQL: Final = (
@@ -95,6 +98,7 @@ def _invocation(row: sqlite3.Row) -> Invocation:
         parent_awaits=bool(row["parent_awaits"]),
         cancel_requested=bool(row["cancel_requested"]),
         waiting_on=None if waiting_on is None else _indices_decoder.decode(waiting_on),
+        exclusive=bool(row["exclusive"]),
     )
 
 

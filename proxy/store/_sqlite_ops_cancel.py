@@ -47,8 +47,9 @@ def cancel(conn: sqlite3.Connection, invocation_id: str, now_ms: int) -> tuple[C
     if isinstance(members, str):
         return members, fx.build()
     for member, status, attempt in members:
-        if status == "scheduled" or (status == "pending" and attempt == 0):
+        if status in ("scheduled", "queued") or (status == "pending" and attempt == 0):
             # Never started: nothing to compensate, it ends here (and completes its caller's entry).
+            # A queued one leaves its key's queue; one holding its key's lock hands it on.
             conn.execute(
                 "UPDATE invocations SET status = 'failed', failure_code = ?, failure_message = ?,"
                 " completed_at_ms = ?, modified_at_ms = ?, waiting_on = NULL WHERE id = ?",

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Final
 
 from handler_sdk.protocol import COMPLETABLE_KINDS
+from proxy.store import _sqlite_ops_locks as locks
 from proxy.store.base import CompleteEntryOutcome, Effects, Ended, StoredFailure
 
 _INSERT_COMPLETION: Final = (
@@ -47,7 +48,11 @@ class EffectsBuilder:
         self._ended.append(ended)
 
     def build(self) -> Effects:
-        return Effects(woken=list(self._woken), notified=list(self._notified), ended=list(self._ended))
+        # An invocation handed a key's lock and then ended in the same write (a cascade reaching the
+        # head of a queue) is not runnable: it is listed as ended only.
+        ended = {e.invocation_id for e in self._ended}
+        woken = [i for i in self._woken if i not in ended]
+        return Effects(woken=woken, notified=list(self._notified), ended=list(self._ended))
 
 
 def add_completion(
@@ -91,11 +96,20 @@ def finish(
     complete_parent: bool = True,
 ) -> None:
     """The consequences of an invocation having just ended (its row already says so): its timers go,
-    the caller's entry is completed (for a call, when ``complete_parent``), and it is listed as ended."""
+    the caller's entry is completed (for a call, when ``complete_parent``), an exclusive invocation
+    leaves its key's queue or hands the key's lock on, and it is listed as ended."""
     conn.execute("DELETE FROM timers WHERE invocation_id = ?", (invocation_id,))
     row = conn.execute(
-        "SELECT parent_id, parent_index, parent_awaits FROM invocations WHERE id = ?", (invocation_id,)
+        "SELECT parent_id, parent_index, parent_awaits, service, key, exclusive FROM invocations WHERE id = ?",
+        (invocation_id,),
     ).fetchone()
+    if row is not None and row[4] is not None:
+        # Its get_promise entries stop waiting: an ended invocation is never completed again.
+        conn.execute("DELETE FROM promise_waiters WHERE invocation_id = ?", (invocation_id,))
+        if row[5]:
+            new_holder = locks.release(conn, invocation_id, row[3], row[4], now_ms)
+            if new_holder is not None:
+                fx.wake(new_holder)
     if complete_parent and row is not None and row[0] is not None and row[2]:
         add_completion(conn, fx, row[0], row[1], output, failure, now_ms)
     fx.end(Ended(invocation_id=invocation_id, output=output, failure=failure))
@@ -132,13 +146,19 @@ def fire_timer(conn: sqlite3.Connection, invocation_id: str, index: int, now_ms:
     if deleted == 0:
         return fx.build()  # already fired, or dropped (claimed early, ended, cancelled)
     if index < 0:
-        started = conn.execute(
-            "UPDATE invocations SET status = 'pending', modified_at_ms = ?"
-            " WHERE id = ? AND status IN ('scheduled', 'backing_off')",
-            (now_ms, invocation_id),
-        ).rowcount
-        if started:
-            fx.wake(invocation_id)
+        row = conn.execute(
+            "SELECT status, service, key, exclusive FROM invocations WHERE id = ?", (invocation_id,)
+        ).fetchone()
+        if row is None or row[0] not in ("scheduled", "backing_off"):
+            return fx.build()
+        conn.execute(
+            "UPDATE invocations SET status = 'pending', modified_at_ms = ? WHERE id = ?", (now_ms, invocation_id)
+        )
+        # A delayed exclusive start takes its key's lock now, or queues for it. (One backing off holds it.)
+        if row[0] == "scheduled" and row[3] and row[2] is not None:
+            if not locks.take_or_queue(conn, invocation_id, row[1], row[2], now_ms):
+                return fx.build()
+        fx.wake(invocation_id)
     else:
         add_completion(conn, fx, invocation_id, index, None, None, now_ms)
     return fx.build()

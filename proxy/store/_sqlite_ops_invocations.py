@@ -21,6 +21,8 @@ from proxy.store._sqlite_ops import (
     get_journal,
 )
 from proxy.store._sqlite_ops_completions import EffectsBuilder, add_completion, finish, insert_start_timer
+from proxy.store._sqlite_ops_keys import apply_promise_op, apply_state_op, get_state
+from proxy.store._sqlite_ops_locks import take_or_queue
 from proxy.store.base import (
     AppendOutcome,
     AppendResult,
@@ -29,23 +31,30 @@ from proxy.store.base import (
     Created,
     Effects,
     IdempotencyConflict,
+    InvocationStatus,
     NewInvocation,
+    PromiseOp,
+    StateOp,
     StoredFailure,
     SuspendOutcome,
 )
 
 
-def insert_invocation(conn: sqlite3.Connection, new: NewInvocation, now_ms: int, *, if_absent: bool = False) -> bool:
-    """Insert ``new``: ``scheduled`` with a start timer when it has ``run_at_ms``, else ``pending``.
+def insert_invocation(
+    conn: sqlite3.Connection, new: NewInvocation, now_ms: int, *, if_absent: bool = False
+) -> InvocationStatus | None:
+    """Insert ``new``: ``scheduled`` with a start timer when it has ``run_at_ms``, else ``pending``, or
+    ``queued`` when it is exclusive and another invocation holds its key's lock. Returns that status.
 
-    With ``if_absent``, an invocation that already has this id is left as it is (returns False);
+    With ``if_absent``, an invocation that already has this id is left as it is (returns None);
     otherwise a taken id raises ``sqlite3.IntegrityError``.
     """
     scheduled = new.run_at_ms is not None
     inserted = conn.execute(
         "INSERT INTO invocations (id, service, handler, key, status, input, headers, deployment_id,"
-        " idempotency_key, next_run_at_ms, created_at_ms, modified_at_ms, parent_id, parent_index, parent_awaits)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + (" ON CONFLICT (id) DO NOTHING" if if_absent else ""),
+        " idempotency_key, next_run_at_ms, created_at_ms, modified_at_ms, parent_id, parent_index, parent_awaits,"
+        " exclusive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        + (" ON CONFLICT (id) DO NOTHING" if if_absent else ""),
         (
             new.id,
             new.service,
@@ -62,11 +71,17 @@ def insert_invocation(conn: sqlite3.Connection, new: NewInvocation, now_ms: int,
             new.parent_id,
             new.parent_index,
             int(new.parent_awaits),
+            int(new.exclusive),
         ),
     ).rowcount
-    if inserted and new.run_at_ms is not None:
-        insert_start_timer(conn, new.id, new.run_at_ms)
-    return inserted > 0
+    if not inserted:
+        return None
+    if new.run_at_ms is not None:
+        insert_start_timer(conn, new.id, new.run_at_ms)  # takes its key's lock (or queues) when it fires
+        return "scheduled"
+    if new.exclusive and new.key is not None and not take_or_queue(conn, new.id, new.service, new.key, now_ms):
+        return "queued"
+    return "pending"
 
 
 def create_invocation(conn: sqlite3.Connection, new: NewInvocation, now_ms: int) -> Created:
@@ -101,12 +116,8 @@ def claim(conn: sqlite3.Connection, invocation_id: str, endpoint: str | None, no
         invocation=invocation,
         journal=get_journal(conn, invocation_id),
         completions=get_all_completions(conn, invocation_id),
+        state={} if invocation.key is None else get_state(conn, invocation.service, invocation.key),
     )
-
-
-def _cancel_requested(conn: sqlite3.Connection, invocation_id: str) -> bool:
-    row = conn.execute("SELECT cancel_requested FROM invocations WHERE id = ?", (invocation_id,)).fetchone()
-    return bool(row[0])
 
 
 def append(
@@ -121,6 +132,8 @@ def append(
     child: NewInvocation | None,
     timer_at_ms: int | None,
     completion: CompletionRow | None,
+    state_op: StateOp | None = None,
+    promise_op: PromiseOp | None = None,
 ) -> AppendResult:
     # The fencing check and the length bump are one statement, so they cannot be torn apart.
     updated = conn.execute(
@@ -129,6 +142,12 @@ def append(
         (now_ms, invocation_id, attempt, index),
     ).rowcount
     if updated == 1:
+        service, key, cancel_requested = conn.execute(
+            "SELECT service, key, cancel_requested FROM invocations WHERE id = ?", (invocation_id,)
+        ).fetchone()
+        if key is None and (state_op is not None or promise_op is not None):
+            # Raised inside the job: its savepoint is rolled back, so nothing of this append is written.
+            raise ValueError(f"{invocation_id} has no key: it has no state and no promises")
         conn.execute(
             "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -136,17 +155,29 @@ def append(
         )
         # Effects happen only here: a retried append is a duplicate and skips them.
         fx = EffectsBuilder()
-        if child is not None and insert_invocation(conn, child, now_ms, if_absent=True) and child.run_at_ms is None:
+        if child is not None and insert_invocation(conn, child, now_ms, if_absent=True) == "pending":
             fx.wake(child.id)
         if timer_at_ms is not None:
             conn.execute(
                 "INSERT INTO timers (invocation_id, idx, due_at_ms) VALUES (?, ?, ?)",
                 (invocation_id, index, timer_at_ms),
             )
-        if completion is not None:
-            add_completion(conn, fx, invocation_id, index, completion.result, completion.failure, now_ms)
+        own: CompletionRow | None = None
+        if completion is not None and add_completion(
+            conn, fx, invocation_id, index, completion.result, completion.failure, now_ms
+        ):
+            own = CompletionRow(
+                index=index,
+                result=None if completion.failure is not None else completion.result,
+                failure=completion.failure,
+                created_at_ms=now_ms,
+            )
+        if state_op is not None:
+            apply_state_op(conn, service, key, state_op)
+        if promise_op is not None:
+            own = apply_promise_op(conn, fx, invocation_id, index, service, key, promise_op, now_ms)
         return AppendResult(
-            outcome="appended", cancel_requested=_cancel_requested(conn, invocation_id), effects=fx.build()
+            outcome="appended", cancel_requested=bool(cancel_requested), effects=fx.build(), completion=own
         )
     row = conn.execute(
         "SELECT status, attempt, journal_len, cancel_requested FROM invocations WHERE id = ?", (invocation_id,)

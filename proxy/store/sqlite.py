@@ -32,6 +32,7 @@ from proxy.store import (
     _sqlite_ops_completions as completions,
     _sqlite_ops_deployments as deployments,
     _sqlite_ops_invocations as invocations,
+    _sqlite_ops_keys as keys,
 )
 from proxy.store._sqlite_writer import (
     SQLiteReader,
@@ -54,8 +55,11 @@ from proxy.store.base import (
     InvocationStatus,
     JournalRow,
     JournalStore,
+    KeyStatus,
     NewInvocation,
+    PromiseOp,
     ServiceRow,
+    StateOp,
     StoredFailure,
     SuspendOutcome,
     TimerRow,
@@ -179,7 +183,12 @@ class SQLiteStore(JournalStore):
         child: NewInvocation | None = None,
         timer_at_ms: int | None = None,
         completion: CompletionRow | None = None,
+        state_op: StateOp | None = None,
+        promise_op: PromiseOp | None = None,
     ) -> AppendResult:
+        """See ``JournalStore.append``. ``state_op`` and ``promise_op`` need an invocation with a key;
+        on one without, the job raises ``ValueError`` (only when the entry would be appended: the
+        key is read in the transaction) and nothing of the append is written."""
         if index < 0:
             raise ValueError(f"journal index must be >= 0, not {index}")
         if child is not None:
@@ -188,9 +197,27 @@ class SQLiteStore(JournalStore):
             if completion.index != index:
                 raise ValueError(f"the completion is for entry {completion.index}, not for the appended {index}")
             _check_result(completion.result, completion.failure)
+        if state_op is not None:
+            _check_state_op(state_op)
+        if promise_op is not None:
+            if completion is not None:
+                raise ValueError("an entry with a promise_op gets its completion from it, not from completion=")
+            _check_result(promise_op.value, promise_op.failure)
         return await self._write(
             lambda conn: invocations.append(
-                conn, invocation_id, attempt, index, kind, name, entry, now_ms, child, timer_at_ms, completion
+                conn,
+                invocation_id,
+                attempt,
+                index,
+                kind,
+                name,
+                entry,
+                now_ms,
+                child,
+                timer_at_ms,
+                completion,
+                state_op,
+                promise_op,
             )
         )
 
@@ -267,6 +294,23 @@ class SQLiteStore(JournalStore):
         limit = max(limit, 0)
         return await self._read(lambda conn: ops.list_invocations(conn, status, limit))
 
+    # ---------------------------------------------------------------- keyed state
+
+    async def get_state(self, service: str, key: str) -> dict[str, bytes]:
+        return await self._read(lambda conn: keys.get_state(conn, service, key))
+
+    async def key_status(self, service: str, key: str) -> KeyStatus:
+        return await self._read(lambda conn: keys.key_status(conn, service, key))
+
+    async def find_by_idempotency_key(
+        self, service: str, handler: str, key: str | None, idempotency_key: str
+    ) -> Invocation | None:
+        return await self._read(lambda conn: ops.find_by_idempotency_key(conn, service, handler, key, idempotency_key))
+
+    async def purge_workflows(self, service: str, ended_before_ms: int, limit: int = 1_000) -> int:
+        limit = max(limit, 0)
+        return await self._write(lambda conn: keys.purge_workflows(conn, service, ended_before_ms, limit))
+
     # ---------------------------------------------------------------- deployments
 
     async def register_deployment(self, deployment_id: str, uri: str, manifest: bytes, now_ms: int) -> Deployment:
@@ -309,6 +353,13 @@ def _child_of(child: NewInvocation, invocation_id: str, index: int) -> NewInvoca
         )
     _check_new(child)
     return child
+
+
+def _check_state_op(op: StateOp) -> None:
+    if op.op == "set" and op.value is None:
+        raise ValueError(f"setting the state {op.name!r} needs a value")
+    if op.op != "clear_all" and not op.name:
+        raise ValueError(f"a {op.op} of state needs the name of the state")
 
 
 def _check_result(result: bytes | None, failure: StoredFailure | None) -> None:

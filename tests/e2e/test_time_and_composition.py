@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from handler_sdk import Context, Service, TerminalError
+from handler_sdk.protocol import callee_invocation_id
 from handler_sdk.testing import InvocationFailed, TestEnvironment
 
 REPLAY = pytest.mark.parametrize("always_replay", [False, True], ids=["live", "always-replay"])
@@ -236,11 +237,26 @@ async def test_a_replay_obeys_the_recorded_winner_when_both_have_completed_since
         assert len(found["attempts"]) >= 2
 
 
+@REPLAY
+async def test_a_rejected_approval_wins_the_select_and_raises_its_terminal_error(always_replay: bool) -> None:
+    async with TestEnvironment([approvals], always_replay=always_replay) as env:
+        invocation_id = await env.send("Approvals", "request_approval", 0)
+        await env.settle()
+        await env.reject_awakeable(handed_out[0], "approver is on leave")
+        with pytest.raises(InvocationFailed) as failed:
+            await env.attach(invocation_id)
+        assert (failed.value.status_code, failed.value.message) == (500, "approver is on leave")
+        found = await env.invocation(invocation_id)
+        assert [entry["entry"]["winner"] for entry in found["journal"] if entry["kind"] == "select"] == [0]
+
+
 async def test_a_second_resolve_is_refused_with_409() -> None:
     async with TestEnvironment([approvals]) as env:
         invocation_id = await env.send("Approvals", "wait_for_signal")
         await env.settle()
         awakeable_id = handed_out[0]
+        malformed = await env.ingress.post(f"/restate/awakeables/{awakeable_id}/resolve", content=b"{go")
+        assert malformed.status_code == 400  # refused, and the awakeable stays open
         first = await env.ingress.post(f"/restate/awakeables/{awakeable_id}/resolve", json="go")
         assert first.status_code == 202
         for verb, body in (("resolve", b'"again"'), ("reject", b"too late")):
@@ -314,15 +330,18 @@ async def clock_in(ctx: Context, label: str) -> str:
 async def call_square(ctx: Context, n: int) -> dict[str, Any]:
     by_name = ctx.call("Workers", "square", n, type_hint=int)
     by_function = ctx.service_call(square, n + 1)
-    return {"results": [await by_name, await by_function], "callees": [by_name.invocation_id, by_function.invocation_id]}
+    return {
+        "results": [await by_name, await by_function],
+        "callees": [by_name.invocation_id, by_function.invocation_id],
+    }
 
 
 @callers.handler()
 async def call_unknown(ctx: Context) -> str:
     outcomes = []
-    for service, handler in (("Nowhere", "nothing"), ("Workers", "nothing")):
+    for service, handler, arg in (("Nowhere", "nothing", 1), ("Workers", "nothing", 1), ("Workers", "square", "7")):
         try:
-            await ctx.call(service, handler, 1)
+            await ctx.call(service, handler, arg)
         except TerminalError as exc:
             outcomes.append(f"{exc.status_code}: {exc.message}")
     return " | ".join(outcomes)
@@ -348,6 +367,22 @@ async def gather_squares(ctx: Context, numbers: list[int]) -> list[int]:
 
 
 @callers.handler()
+async def gather_with_a_refusal(ctx: Context) -> str:
+    calls = [ctx.service_call(square, 2), ctx.service_call(refuse, "first"), ctx.service_call(refuse, "second")]
+    try:
+        await ctx.gather(*calls)
+    except TerminalError as exc:
+        # Raised once all were complete: the last square is done too.
+        return f"{exc.status_code}: {exc.message}; square done: {calls[0].done()}"
+    return "no failure"
+
+
+@callers.handler()
+async def send_nowhere(ctx: Context) -> str:
+    return await ctx.send("Nowhere", "nothing", 1)
+
+
+@callers.handler()
 async def send_clock_in(ctx: Context, delay_hours: int) -> dict[str, str]:
     sent_at = await ctx.now("sent-at")
     callee = await ctx.send("Workers", "clock_in", "sent", delay=timedelta(hours=delay_hours) if delay_hours else None)
@@ -363,6 +398,7 @@ async def test_a_call_returns_the_callee_result_and_the_callee_is_its_own_invoca
         found = await env.invocation(invocation_id)
         assert [kind for kind, _ in kinds(found)] == ["call", "call"]
         for index, callee_id in enumerate(result["callees"]):
+            assert callee_id == callee_invocation_id(invocation_id, index)
             callee = await env.invocation(callee_id)
             assert callee["service"] == "Workers" and callee["handler"] == "square"
             assert callee["parent_id"] == invocation_id
@@ -371,13 +407,23 @@ async def test_a_call_returns_the_callee_result_and_the_callee_is_its_own_invoca
             assert found["journal"][index]["result"] == callee["output"]
 
 
-async def test_a_call_to_an_unknown_target_is_a_404_the_caller_can_catch() -> None:
+async def test_a_call_to_an_unknown_target_or_with_bad_input_fails_in_a_way_the_caller_can_catch() -> None:
     async with TestEnvironment([workers, callers]) as env:
-        outcome = await env.call("Callers", "call_unknown")
-        assert outcome.startswith("404: ")
-        first, second = outcome.split(" | ")
-        assert "Nowhere" in first
-        assert second.startswith("404: ") and "nothing" in second
+        invocation_id = await env.send("Callers", "call_unknown")
+        outcome = await env.attach(invocation_id)
+        unknown_service, unknown_handler, bad_input = outcome.split(" | ")
+        assert unknown_service.startswith("404: ") and "Nowhere" in unknown_service
+        assert unknown_handler.startswith("404: ") and "nothing" in unknown_handler
+        assert bad_input.startswith("400: ") and "Workers/square" in bad_input
+        found = await env.invocation(invocation_id)
+        assert [(entry["kind"], entry["failure"]["code"]) for entry in found["journal"]] == [
+            ("call", 404),
+            ("call", 404),
+            ("call", 400),
+        ]
+        # No callee was started for any of them.
+        listed = (await env.admin.get("/invocations")).json()["invocations"]
+        assert [i["id"] for i in listed] == [invocation_id]
 
 
 @REPLAY
@@ -400,6 +446,24 @@ async def test_gather_over_several_calls(always_replay: bool) -> None:
         listed = (await env.admin.get("/invocations", params={"limit": 100})).json()["invocations"]
         children = [i for i in listed if i["parent_id"] == invocation_id]
         assert sorted(i["parent_index"] for i in children) == [0, 1, 2, 3, 4]
+
+
+@REPLAY
+async def test_gather_raises_the_first_failure_in_argument_order(always_replay: bool) -> None:
+    async with TestEnvironment([workers, callers], always_replay=always_replay) as env:
+        assert await env.call("Callers", "gather_with_a_refusal") == "418: refused: first; square done: True"
+
+
+async def test_a_send_to_an_unknown_target_fails_the_invocation_with_a_clear_message() -> None:
+    async with TestEnvironment([workers, callers], retry_max_attempts=2) as env:
+        with pytest.raises(InvocationFailed) as failed:
+            await env.call("Callers", "send_nowhere")
+        assert failed.value.status_code == 500
+        assert "gave up after 2 attempts" in failed.value.message
+        assert "Nowhere" in failed.value.message
+        assert failed.value.invocation_id is not None
+        found = await env.invocation(failed.value.invocation_id)
+        assert found["journal"] == []  # the send was refused, never journaled
 
 
 @REPLAY
@@ -451,13 +515,15 @@ async def test_an_ingress_send_with_a_delay_starts_no_earlier_than_due(delay: st
 
 async def test_a_bad_delay_is_a_400() -> None:
     async with TestEnvironment([workers]) as env:
-        for delay in ("soon", "", "-1h", "1y", "PT", "P1W", "1h!"):
+        for delay in ("soon", "", "-1h", "1y", "PT", "P1W", "1h!", "1e3s", "999999999999999d", "1" + "0" * 400 + "ms"):
             response = await env.ingress.post("/Workers/clock_in/send", params={"delay": delay}, json="x")
             assert response.status_code == 400, (delay, response.text)
             assert "delay" in response.json()["message"]
         on_a_call = await env.ingress.post("/Workers/clock_in", params={"delay": "1h"}, json="x")
         assert on_a_call.status_code == 400
         assert "sends only" in on_a_call.json()["message"]
+        too_long = await env.ingress.post("/Workers/clock_in/send", params={"delay": "40000d"}, json="x")
+        assert "too long" in too_long.json()["message"]
         listed = (await env.admin.get("/invocations")).json()["invocations"]
         assert listed == []
 
@@ -536,4 +602,3 @@ async def test_always_replay_catches_a_handler_that_branches_on_a_global(always_
         assert kinds(found) == [("run", "reserve-seat")]  # the mismatch did not advance the journal
         assert found["attempts"][-1]["failure"]["code"] == 570
         assert found["last_failure"]["code"] == 570
-

@@ -13,14 +13,20 @@ from handler_sdk.protocol import (
     AppendRequest,
     AwaitRequest,
     AwaitResponse,
+    ClearAllState,
+    ClearState,
     Completed,
+    CompletePromise,
     Completion,
     ErrorBody,
     Failure,
+    GetPromise,
     InvokeRequest,
     InvokeResponse,
     JournalEntry,
+    PeekPromise,
     Run,
+    SetState,
     Suspended,
     append_request_decoder,
     await_request_decoder,
@@ -42,9 +48,17 @@ AwaitAction = AwaitResponse | int | httpx.TransportError
 class FakeProxy:
     """Acks appends like the proxy, unless ``script`` says otherwise for the next ones.
 
-    Waits (``/await``) are answered at once from ``await_script``, or with an
-    empty (timed out) response once it is used up. ``cancelled`` is reported
-    in every ack and every answer to a wait.
+    Waits (``/await``) are answered at once from ``await_script``, or, once it
+    is used up, with the completions the fake wrote itself for the awaited
+    indices (often none: a timed-out wait). ``cancelled`` is reported in
+    every ack and every answer to a wait.
+
+    Like the proxy, it applies state writes to ``state`` (the committed state
+    of the one key it serves) and keeps the workflow's ``promises``
+    (name -> completion), completing promise entries in the ack when the
+    proxy would: a peek or a completion always, a ``get_promise`` when the
+    promise is already completed. ``completions`` holds every completion it
+    wrote, by index.
     """
 
     def __init__(self) -> None:
@@ -56,6 +70,13 @@ class FakeProxy:
         self.awaits: list[AwaitRequest] = []
         self.await_script: list[AwaitAction] = []
         self.cancelled = False
+        self.state: dict[str, msgspec.Raw] = {}
+        self.promises: dict[str, Completion] = {}
+        self.completions: dict[int, Completion] = {}
+        #: Completions to write in the ack of the append at their index (e.g. a call that cannot start).
+        self.complete_in_ack: dict[int, Completion] = {}
+        #: Journal indices of ``get_promise`` entries waiting for their promise, by promise name.
+        self._promise_waiters: dict[str, list[int]] = {}
         self.transport = httpx.MockTransport(self._handle)
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
@@ -76,12 +97,60 @@ class FakeProxy:
         if self.before_ack is not None:
             await self.before_ack(append)
         self.appends.append(append)
-        ack = AppendAck(index=append.index, cancelled=self.cancelled)
+        done = self._commit(append.index, entry_decoder.decode(append.entry))
+        ack = AppendAck(index=append.index, cancelled=self.cancelled, completion=done)
         return httpx.Response(200, content=json_encoder.encode(ack))
+
+    def _commit(self, index: int, entry: JournalEntry) -> Completion | None:
+        """Apply what the proxy applies with ``entry``; the completion it writes in the same commit, if any."""
+        if index in self.complete_in_ack:
+            return self._complete(index, self.complete_in_ack[index])
+        if isinstance(entry, SetState):
+            self.state[entry.name] = msgspec.Raw(bytes(entry.value))
+        elif isinstance(entry, ClearState):
+            self.state.pop(entry.name, None)
+        elif isinstance(entry, ClearAllState):
+            self.state.clear()
+        elif isinstance(entry, GetPromise):
+            if entry.name not in self.promises:
+                self._promise_waiters.setdefault(entry.name, []).append(index)
+                return None
+            return self._complete(index, self.promises[entry.name])
+        elif isinstance(entry, PeekPromise):
+            promise = self.promises.get(entry.name)
+            if promise is None:
+                return self._complete(index, completion(index, {"resolved": False}))
+            if promise.failure is not None:
+                return self._complete(index, promise)
+            peeked = b'{"resolved":true,"value":' + bytes(promise.result) + b"}"
+            return self._complete(index, Completion(index=index, result=msgspec.Raw(peeked)))
+        elif isinstance(entry, CompletePromise):
+            if entry.name in self.promises:
+                failure = Failure(code=409, message=f"promise '{entry.name}' is already completed")
+                return self._complete(index, completion(index, failure=failure))
+            self.resolve_promise(entry.name, entry.value, failure=entry.failure)
+            return self._complete(index, completion(index))
+        return None
+
+    def resolve_promise(self, name: str, value: Any = None, *, failure: Failure | None = None) -> None:
+        """Complete a promise from outside (``value`` is JSON-encoded unless it is raw), as another handler would."""
+        raw = value if isinstance(value, msgspec.Raw) else msgspec.Raw(encode_json(value))
+        self.promises[name] = Completion(index=-1, result=raw, failure=failure)
+        for waiter in self._promise_waiters.pop(name, []):
+            self._complete(waiter, self.promises[name])
+
+    def _complete(self, index: int, done: Completion) -> Completion:
+        done = Completion(index=index, result=done.result, failure=done.failure)
+        self.completions[index] = done
+        return done
 
     def _wait(self, request: httpx.Request) -> httpx.Response:
         self.awaits.append(await_request_decoder.decode(request.content))
-        action: AwaitAction = self.await_script.pop(0) if self.await_script else AwaitResponse()
+        if self.await_script:
+            action: AwaitAction = self.await_script.pop(0)
+        else:
+            indices = self.awaits[-1].indices
+            action = AwaitResponse(completions=[self.completions[i] for i in indices if i in self.completions])
         if isinstance(action, httpx.TransportError):
             raise action
         if isinstance(action, int):
@@ -151,7 +220,10 @@ def invoke_request(
     attempt: int = 1,
     token: str = "token-1",
     headers: dict[str, str] | None = None,
+    key: str | None = None,
+    state: dict[str, Any] | None = None,
 ) -> InvokeRequest:
+    """An ``InvokeRequest``; ``state`` values are JSON-encoded unless they are already raw."""
     return InvokeRequest(
         invocation_id=invocation_id,
         service=service,
@@ -165,7 +237,13 @@ def invoke_request(
         cancelled=cancelled,
         random_seed=random_seed,
         headers=headers or {},
+        key=key,
+        state={name: _raw(value) for name, value in (state or {}).items()},
     )
+
+
+def _raw(value: Any) -> msgspec.Raw:
+    return value if isinstance(value, msgspec.Raw) else msgspec.Raw(encode_json(value))
 
 
 async def post_invoke(
@@ -204,20 +282,29 @@ async def replay_until_done(
 ) -> list[InvokeResponse]:
     """Invoke like the proxy: re-invoke with the committed journal while the attempt suspends.
 
-    A suspension on indices goes on only once one of them has a completion in
-    ``completions``; the responses of all attempts are returned.
+    Each attempt gets the committed state of ``proxy`` and the completions it
+    wrote. A suspension on indices goes on only once one of them has a
+    completion (in ``completions`` or written by the fake); the responses of
+    all attempts are returned.
     """
     responses: list[InvokeResponse] = []
     for attempt in range(1, max_attempts + 1):
         committed = len(proxy.appends)
-        known = [c for c in completions if c.index < committed]
+        known = [c for c in [*completions, *proxy.completions.values()] if c.index < committed]
         response = await invoke(
-            app, service, handler, journal=proxy.journal, completions=known, attempt=attempt, **fields
+            app,
+            service,
+            handler,
+            journal=proxy.journal,
+            completions=known,
+            attempt=attempt,
+            state=dict(proxy.state),
+            **fields,
         )
         responses.append(response)
         if not isinstance(response, Suspended):
             return responses
-        available = {c.index for c in completions}
+        available = {c.index for c in completions} | set(proxy.completions)
         if response.waiting_on and not available.intersection(response.waiting_on):
             return responses
     raise AssertionError(f"still suspended after {max_attempts} attempts: {responses[-1]}")

@@ -114,6 +114,10 @@ def request(index: int = 0) -> AppendRequest:
     [
         (httpx.Response(200, content=b"nonsense"), "malformed AppendAck"),
         (httpx.Response(200, json={"index": 7}), "acknowledged index 7 for an append of index 0"),
+        (
+            httpx.Response(200, json={"index": 0, "completion": {"index": 3}}),
+            "completed index 3 in the ack of an append of index 0",
+        ),
         (httpx.Response(301, text="moved"), "unexpected HTTP 301"),
     ],
 )

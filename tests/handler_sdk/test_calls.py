@@ -284,3 +284,10 @@ async def test_send_mismatch(make_endpoint: MakeEndpoint, proxy: FakeProxy) -> N
 
 def test_call_future_is_a_durable_future() -> None:
     assert issubclass(CallFuture, DurableFuture)
+
+
+async def test_call_that_could_not_start_is_completed_in_the_ack(make_endpoint: MakeEndpoint, proxy: FakeProxy) -> None:
+    proxy.complete_in_ack[0] = completion(0, failure=Failure(code=404, message="no service 'Greeter'"))
+    response = await invoke(make_endpoint(caller([])).asgi(), "Caller", "generic", input="ann")
+    assert output(response) == "failed 404: no service 'Greeter'"
+    assert proxy.awaits == []

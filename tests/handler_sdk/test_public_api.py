@@ -43,3 +43,22 @@ def test_durable_execution_api_is_exported() -> None:
     assert expected <= set(handler_sdk.__all__)
     assert issubclass(handler_sdk.InvocationCancelled, handler_sdk.TerminalError)
     assert handler_sdk.InvocationCancelled().status_code == 409
+
+
+def test_keyed_api_is_exported() -> None:
+    expected = {
+        "DurablePromise",
+        "ObjectContext",
+        "ObjectSharedContext",
+        "VirtualObject",
+        "Workflow",
+        "WorkflowContext",
+        "WorkflowSharedContext",
+    }
+    assert expected <= set(handler_sdk.__all__)
+    assert issubclass(handler_sdk.VirtualObject, handler_sdk.Service)
+    assert issubclass(handler_sdk.Workflow, handler_sdk.Service)
+    assert issubclass(handler_sdk.ObjectContext, handler_sdk.ObjectSharedContext)
+    assert issubclass(handler_sdk.WorkflowContext, handler_sdk.ObjectContext)
+    assert issubclass(handler_sdk.WorkflowContext, handler_sdk.WorkflowSharedContext)
+    assert issubclass(handler_sdk.ObjectSharedContext, handler_sdk.Context)

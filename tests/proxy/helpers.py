@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from proxy.store.base import AppendResult, Claim, CompletionRow, JournalStore, NewInvocation, StoredFailure
+from proxy.store.base import (
+    AppendResult,
+    Claim,
+    CompletionRow,
+    JournalStore,
+    NewInvocation,
+    PromiseOp,
+    StateOp,
+    StoredFailure,
+)
 
 BOOM = StoredFailure(code=500, message="boom")
 CANCELLED = StoredFailure(code=409, message="cancelled")
@@ -11,6 +20,7 @@ CANCELLED = StoredFailure(code=409, message="cancelled")
 def new(
     invocation_id: str = "inv-1",
     *,
+    service: str = "greeter",
     handler: str = "greet",
     key: str | None = None,
     idempotency_key: str | None = None,
@@ -18,10 +28,11 @@ def new(
     parent: tuple[str, int] | None = None,
     awaits: bool = False,
     run_at_ms: int | None = None,
+    exclusive: bool = False,
 ) -> NewInvocation:
     return NewInvocation(
         id=invocation_id,
-        service="greeter",
+        service=service,
         handler=handler,
         input=input,
         deployment_id="dp-1",
@@ -32,6 +43,7 @@ def new(
         parent_index=None if parent is None else parent[1],
         parent_awaits=awaits,
         run_at_ms=run_at_ms,
+        exclusive=exclusive,
     )
 
 
@@ -60,6 +72,8 @@ async def append(
     child: NewInvocation | None = None,
     timer_at_ms: int | None = None,
     completion: CompletionRow | None = None,
+    state_op: StateOp | None = None,
+    promise_op: PromiseOp | None = None,
 ) -> AppendResult:
     """Append an entry of ``kind`` (its bytes are made up) and check that it was written now."""
     result = await store.append(
@@ -73,6 +87,8 @@ async def append(
         child=child,
         timer_at_ms=timer_at_ms,
         completion=completion,
+        state_op=state_op,
+        promise_op=promise_op,
     )
     assert result.outcome == "appended", result
     return result

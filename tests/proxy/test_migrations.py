@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.store import migrate as migrations
-from proxy.store.base import Effects, StoredFailure, TimerRow
+from proxy.store.base import Effects, NewInvocation, StoredFailure, TimerRow
 from proxy.store.migrate import (
     Migration,
     SchemaTooNewError,
@@ -258,9 +258,11 @@ async def test_0002_upgrades_a_version_1_database_with_its_data(
         assert dangling == []
         assert indices == [
             "invocations_by_created",
+            "invocations_by_key",  # from 0003
             "invocations_by_parent",
             "invocations_idempotency",
             "invocations_unfinished",
+            "invocations_workflow_runs",  # from 0003
             "timers_by_due",
         ]
     finally:
@@ -307,3 +309,126 @@ def test_completions_are_written_once(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE completions SET result = x'01'")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("UPDATE invocations SET status = 'sleeping'")
+
+
+async def test_0003_upgrades_a_version_2_database_with_its_data(
+    db: Path, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate_to(conn, 2, monkeypatch)
+    conn.execute("PRAGMA foreign_keys = ON")
+    insert_v1_invocation(
+        conn,
+        "waiting",
+        "suspended",
+        1_000,
+        key="k1",
+        attempt=1,
+        journal_len=1,
+        waiting_on="[0]",
+        parent_id="caller",
+        parent_index=3,
+        parent_awaits=1,
+        cancel_requested=1,
+    )
+    conn.execute(
+        "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
+        " VALUES ('waiting', 0, 'sleep', 'nap', 1, x'41', 1100)"
+    )
+    insert_v1_invocation(conn, "later", "scheduled", 2_000, key="k1", next_run_at_ms=9_000)
+    conn.execute("INSERT INTO timers (invocation_id, idx, due_at_ms) VALUES ('later', -1, 9000)")
+    insert_v1_invocation(conn, "done", "completed", 3_000, attempt=1, output=b'"hi"', completed_at_ms=3_001)
+    insert_v1_invocation(conn, "ready", "pending", 4_000, idempotency_key="once")
+    conn.execute("INSERT INTO timers (invocation_id, idx, due_at_ms) VALUES ('waiting', 0, 8000)")
+    rowids = conn.execute("SELECT rowid, id FROM invocations ORDER BY rowid").fetchall()
+
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert current_version(conn) == latest_version() >= 3
+        assert conn.execute("SELECT rowid, id FROM invocations ORDER BY rowid").fetchall() == rowids
+        waiting = await store.get_invocation("waiting")
+        assert waiting is not None
+        assert (waiting.status, waiting.key, waiting.attempt, waiting.journal_len, waiting.waiting_on) == (
+            "suspended",
+            "k1",
+            1,
+            1,
+            [0],
+        )
+        assert (waiting.parent_id, waiting.parent_index, waiting.parent_awaits, waiting.cancel_requested) == (
+            "caller",
+            3,
+            True,
+            True,
+        )
+        assert waiting.exclusive is False  # nothing was exclusive before version 3
+        # Rebuilding the invocations table did not cascade into the journal or the timers.
+        assert [(r.index, r.entry) for r in await store.get_journal("waiting")] == [(0, b"A")]
+        assert await store.due_timers(100_000, 10) == [
+            TimerRow(invocation_id="waiting", index=0, due_at_ms=8_000),
+            TimerRow(invocation_id="later", index=-1, due_at_ms=9_000),
+        ]
+        assert [i.id for i in await store.list_invocations()] == ["ready", "done", "later", "waiting"]
+        assert await store.list_runnable() == ["ready"]
+        found = await store.find_by_idempotency_key("greeter", "greet", None, "once")
+        assert found is not None and found.id == "ready"
+
+        # The old rows work with the new verbs: the timer wakes the sleeper, the old keyed ones hold no lock.
+        assert await store.fire_timer("waiting", 0, 8_000) == Effects(woken=["waiting"], notified=["waiting"])
+        assert await store.fire_timer("later", -1, 9_000) == Effects(woken=["later"])
+        claimed = await store.claim("waiting", None, 9_001)
+        assert claimed is not None and claimed.state == {}
+        assert (await store.key_status("greeter", "k1")).lock_holder is None
+        exclusive = NewInvocation(
+            id="new", service="greeter", handler="greet", input=b"1", deployment_id="dp-1", key="k1", exclusive=True
+        )
+        assert (await store.create_invocation(exclusive, 9_002)).invocation.status == "pending"
+        assert (await store.key_status("greeter", "k1")).lock_holder == "new"
+
+        def schema(conn: sqlite3.Connection) -> tuple[int, list[str], list[tuple[object, ...]]]:
+            foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+            tables = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+            return foreign_keys, tables, [tuple(r) for r in conn.execute("PRAGMA foreign_key_check")]
+
+        foreign_keys, tables, dangling = await store.writer.run(schema)
+        assert (foreign_keys, dangling) == (1, [])
+        assert {"key_locks", "key_queue", "state", "promises", "promise_waiters"} <= set(tables)
+        assert "invocations_new" not in tables
+    finally:
+        await store.close()
+
+
+def test_the_schema_keeps_promises_and_queue_order_honest(conn: sqlite3.Connection) -> None:
+    migrate(conn)
+    conn.execute("PRAGMA foreign_keys = ON")
+    promise = (
+        "INSERT INTO promises (service, key, name, value, failure_code, failure_message, completed_at_ms)"
+        " VALUES ('s', 'k', ?, ?, ?, ?, 0)"
+    )
+    conn.execute(promise, ("p", b"1", None, None))
+    with pytest.raises(sqlite3.IntegrityError):  # completed once
+        conn.execute(promise, ("p", b"2", None, None))
+    with pytest.raises(sqlite3.IntegrityError):  # a value or a failure, not both, not neither
+        conn.execute(promise, ("q", b"1", 500, "boom"))
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(promise, ("r", None, None, None))
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        conn.execute("UPDATE promises SET value = x'00'")
+    # The queue's sequence never goes back, even when the newest row is deleted.
+    for invocation_id in ("a", "b"):
+        conn.execute(
+            "INSERT INTO invocations (id, service, handler, key, status, input, deployment_id, created_at_ms,"
+            " modified_at_ms, exclusive) VALUES (?, 's', 'h', 'k', 'queued', x'', 'd', 0, 0, 1)",
+            (invocation_id,),
+        )
+    conn.execute("INSERT INTO key_queue (service, key, invocation_id) VALUES ('s', 'k', 'a')")
+    conn.execute("DELETE FROM key_queue")
+    conn.execute("INSERT INTO key_queue (service, key, invocation_id) VALUES ('s', 'k', 'b')")
+    assert conn.execute("SELECT seq FROM key_queue").fetchall() == [(2,)]
+    with pytest.raises(sqlite3.IntegrityError):  # a lock is held by an existing invocation
+        conn.execute("INSERT INTO key_locks (service, key, holder_id) VALUES ('s', 'k', 'nobody')")

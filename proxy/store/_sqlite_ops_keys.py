@@ -1,0 +1,175 @@
+"""The SQL of the SQLite store, part 7: keyed state, durable promises, key status, and the purge of workflows.
+
+State and promises belong to an object or workflow key, (service, key). They
+change only inside the ``append`` that commits the journal entry changing them
+(``apply_state_op``, ``apply_promise_op``), so a retried (duplicate) append
+never applies them twice.
+
+A promise is a row of ``promises`` once it is completed (resolved with a JSON
+value, or rejected with a failure), and never changes afterwards. A
+``get_promise`` entry appended before that leaves a row in ``promise_waiters``;
+completing the promise completes every waiting entry (waking the invocations
+suspended on them) and deletes those rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from proxy.store._sqlite_ops import failure_of
+from proxy.store._sqlite_ops_completions import EffectsBuilder, add_completion
+from proxy.store._sqlite_ops_locks import QUEUE_SQL
+from proxy.store.base import CompletionRow, KeyStatus, PromiseOp, PromiseRow, StateOp, StoredFailure
+
+STATE_SQL: Final = "SELECT name, value FROM state WHERE service = ? AND key = ? ORDER BY name"
+#: The workflow keys of a service whose run ended before a time and that have no unfinished invocation
+#: (the index ``invocations_workflow_runs``, then ``invocations_by_key`` per candidate).
+PURGEABLE_SQL: Final = (
+    "SELECT r.key FROM invocations r"
+    " WHERE r.service = ? AND r.handler = 'run' AND r.idempotency_key = 'run' AND r.completed_at_ms < ?"
+    " AND r.status IN ('completed', 'failed') AND r.key IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM invocations u WHERE u.service = r.service AND u.key = r.key"
+    " AND u.status NOT IN ('completed', 'failed'))"
+    " ORDER BY r.completed_at_ms LIMIT ?"
+)
+_ENDED_OF_KEY: Final = "SELECT id FROM invocations WHERE service = ? AND key = ? AND status IN ('completed', 'failed')"
+
+
+# --------------------------------------------------------------------------- state
+
+
+def get_state(conn: sqlite3.Connection, service: str, key: str) -> dict[str, bytes]:
+    return {r[0]: bytes(r[1]) for r in conn.execute(STATE_SQL, (service, key)).fetchall()}
+
+
+def apply_state_op(conn: sqlite3.Connection, service: str, key: str, op: StateOp) -> None:
+    if op.op == "set":
+        assert op.value is not None  # checked before the job was queued
+        conn.execute(
+            "INSERT INTO state (service, key, name, value) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (service, key, name) DO UPDATE SET value = excluded.value",
+            (service, key, op.name, op.value),
+        )
+    elif op.op == "clear":
+        conn.execute("DELETE FROM state WHERE service = ? AND key = ? AND name = ?", (service, key, op.name))
+    else:
+        conn.execute("DELETE FROM state WHERE service = ? AND key = ?", (service, key))
+
+
+# --------------------------------------------------------------------------- promises
+
+
+def already_completed(name: str) -> StoredFailure:
+    return StoredFailure(code=409, message=f"promise '{name}' was already completed")
+
+
+def apply_promise_op(
+    conn: sqlite3.Connection,
+    fx: EffectsBuilder,
+    invocation_id: str,
+    index: int,
+    service: str,
+    key: str,
+    op: PromiseOp,
+    now_ms: int,
+) -> CompletionRow | None:
+    """Apply ``op`` for the entry just appended at ``index``; returns the completion that entry got now."""
+    promise = conn.execute(
+        "SELECT value, failure_code, failure_message FROM promises WHERE service = ? AND key = ? AND name = ?",
+        (service, key, op.name),
+    ).fetchone()
+    result: bytes | None = None
+    failure: StoredFailure | None = None
+    if op.op == "get":
+        if promise is None:
+            conn.execute(
+                "INSERT INTO promise_waiters (service, key, name, invocation_id, idx) VALUES (?, ?, ?, ?, ?)",
+                (service, key, op.name, invocation_id, index),
+            )
+            return None
+        result, failure = promise[0], failure_of(promise[1], promise[2])
+    elif op.op == "peek":
+        if promise is None:
+            result = b'{"resolved":false}'
+        elif promise[1] is not None:
+            failure = failure_of(promise[1], promise[2])
+        else:
+            result = b'{"resolved":true,"value":' + bytes(promise[0]) + b"}"
+    elif promise is not None:
+        failure = already_completed(op.name)
+    else:
+        # Resolved with neither a value nor a failure: resolved with JSON null.
+        value = None if op.failure is not None else (b"null" if op.value is None else op.value)
+        conn.execute(
+            "INSERT INTO promises (service, key, name, value, failure_code, failure_message, completed_at_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                service,
+                key,
+                op.name,
+                value,
+                None if op.failure is None else op.failure.code,
+                None if op.failure is None else op.failure.message,
+                now_ms,
+            ),
+        )
+        where = (service, key, op.name)
+        waiters = conn.execute(
+            "SELECT invocation_id, idx FROM promise_waiters WHERE service = ? AND key = ? AND name = ?", where
+        ).fetchall()
+        conn.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ? AND name = ?", where)
+        for waiter_id, waiter_index in waiters:
+            add_completion(conn, fx, waiter_id, waiter_index, value, op.failure, now_ms)
+    written = add_completion(conn, fx, invocation_id, index, result, failure, now_ms)
+    assert written, "a promise op's entry was completed before it was appended"
+    return CompletionRow(index=index, result=result, failure=failure, created_at_ms=now_ms)
+
+
+def list_promises(conn: sqlite3.Connection, service: str, key: str) -> list[PromiseRow]:
+    rows = conn.execute(
+        "SELECT name, value, failure_code, failure_message, completed_at_ms FROM promises"
+        " WHERE service = ? AND key = ? ORDER BY name",
+        (service, key),
+    ).fetchall()
+    return [
+        PromiseRow(
+            name=r[0],
+            value=None if r[1] is None else bytes(r[1]),
+            failure=failure_of(r[2], r[3]),
+            completed_at_ms=r[4],
+        )
+        for r in rows
+    ]
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def key_status(conn: sqlite3.Connection, service: str, key: str) -> KeyStatus:
+    holder = conn.execute("SELECT holder_id FROM key_locks WHERE service = ? AND key = ?", (service, key)).fetchone()
+    return KeyStatus(
+        service=service,
+        key=key,
+        state=get_state(conn, service, key),
+        lock_holder=None if holder is None else holder[0],
+        queue=[r[0] for r in conn.execute(QUEUE_SQL, (service, key)).fetchall()],
+        promises=list_promises(conn, service, key),
+    )
+
+
+def purge_workflows(conn: sqlite3.Connection, service: str, ended_before_ms: int, limit: int) -> int:
+    keys = [r[0] for r in conn.execute(PURGEABLE_SQL, (service, ended_before_ms, limit)).fetchall()]
+    for key in keys:
+        ids = (service, key)
+        # Explicit deletes rather than relying on the cascades, children before parents.
+        conn.execute(f"DELETE FROM promise_waiters WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        conn.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ?", ids)
+        conn.execute(f"DELETE FROM completions WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        conn.execute(f"DELETE FROM journal WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        conn.execute(f"DELETE FROM attempts WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        conn.execute(f"DELETE FROM timers WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        conn.execute("DELETE FROM invocations WHERE service = ? AND key = ? AND status IN ('completed', 'failed')", ids)
+        conn.execute("DELETE FROM state WHERE service = ? AND key = ?", ids)
+        conn.execute("DELETE FROM promises WHERE service = ? AND key = ?", ids)
+    return len(keys)
