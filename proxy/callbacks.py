@@ -50,6 +50,8 @@ from .invoker import to_completion
 from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure
 from .submission import WORKFLOW_RUN_KEY, new_invocation
 
+#: Trace context a callee inherits from its caller (W3C trace context and baggage).
+_PROPAGATED_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
 #: The longest an ``/await`` callback holds the request.
 _MAX_AWAIT_MS = 30_000
 
@@ -207,9 +209,11 @@ class Callbacks:
                     raise BadRequest(f"send at index {index} has a negative delay", code="protocol_violation")
                 try:
                     value = msgspec.json.decode(raw)
+                    caller = await self._invocation(invocation_id)
                     child = new_invocation(
                         self._rt.registry,
                         invocation_id=callee_invocation_id(invocation_id, index),
+                        headers={k: v for k, v in caller.headers.items() if k in _PROPAGATED_HEADERS},
                         service=service,
                         handler=handler,
                         value=value,
