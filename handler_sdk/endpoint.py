@@ -61,6 +61,7 @@ from .protocol import (
     parse_content_type_version,
 )
 from .service import HandlerDefinition, Service
+from .signing import SIGNATURE_HEADER, SignatureError, SignatureVerifier, keys_from_env
 
 __all__ = ["Endpoint"]
 
@@ -198,6 +199,11 @@ class Endpoint:
     is replayed before the next one runs, which shows whether a handler is
     deterministic. ``clock`` is where the SDK reads the time (the system
     clock by default); tests pass a manual clock shared with the proxy.
+    ``signing_keys``: when given (or set in ``DURABLE_SIGNING_KEYS``, comma
+    separated), discovery and invocations must be signed by the proxy with one
+    of them (see ``handler_sdk.signing``); anything else is answered 401.
+    Configure them in production: without keys, anyone who can reach the
+    endpoint can run its handlers.
     """
 
     def __init__(
@@ -209,6 +215,8 @@ class Endpoint:
         suspend_after: timedelta = timedelta(seconds=1),
         always_replay: bool = False,
         clock: Clock | None = None,
+        signing_keys: Sequence[str | bytes] | None = None,
+        signature_window: timedelta = timedelta(minutes=5),
     ) -> None:
         if suspend_after < timedelta(0):
             raise ValueError(f"suspend_after must not be negative, got {suspend_after}")
@@ -227,6 +235,22 @@ class Endpoint:
         )
         self._app: Starlette | None = None
         self._manifest: bytes | None = None
+        keys = list(signing_keys) if signing_keys is not None else keys_from_env()
+        self._verifier = (
+            SignatureVerifier(keys, window_ms=int(signature_window.total_seconds() * 1000)) if keys else None
+        )
+
+    def _unsigned(self, request: Request, path: str, body: bytes) -> Response | None:
+        """A 401 answer when signing keys are configured and the request is not signed by one of them."""
+        if self._verifier is None:
+            return None
+        try:
+            self._verifier.verify(
+                request.headers.get(SIGNATURE_HEADER), request.method, path, body, self._settings.clock.now_ms()
+            )
+        except SignatureError as exc:
+            return _error(401, "unauthorized", str(exc))
+        return None
 
     def manifest(self) -> Manifest:
         return Manifest(sdk=SDK_NAME, services=[service.manifest() for service in self._services.values()])
@@ -258,6 +282,8 @@ class Endpoint:
             await self.aclose()
 
     async def _discover(self, request: Request) -> Response:
+        if (refused := self._unsigned(request, "/discover", b"")) is not None:
+            return refused
         if self._manifest is None:
             self._manifest = json_encoder.encode(self.manifest())
         return Response(self._manifest, media_type=MANIFEST_CONTENT_TYPE)
@@ -266,13 +292,17 @@ class Endpoint:
         return JSONResponse({"status": "ok"})
 
     async def _invoke(self, request: Request) -> Response:
+        body = await request.body()
+        path = f"/invoke/{request.path_params['service']}/{request.path_params['handler']}"
+        if (refused := self._unsigned(request, path, body)) is not None:
+            return refused
         content_type = request.headers.get("content-type")
         version = parse_content_type_version(content_type)
         if version is None or not MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION:
             supported = f"application/vnd.durable.v{{{MIN_PROTOCOL_VERSION}..{MAX_PROTOCOL_VERSION}}}+json"
             return _error(415, "unsupported_protocol", f"content type {content_type!r} is not {supported}")
         try:
-            invoke = invoke_request_decoder.decode(await request.body())
+            invoke = invoke_request_decoder.decode(body)
         except msgspec.DecodeError as exc:
             return _error(400, "bad_request", f"invalid InvokeRequest: {exc}")
         service_name, handler_name = request.path_params["service"], request.path_params["handler"]

@@ -17,6 +17,7 @@ import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .admin import create_admin_app
+from .auth import BearerAuth
 from .callbacks import Callbacks
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -53,7 +54,7 @@ class Runtime:
         self.signer = signer
         self.waiters = Waiters()
         self.signals = CompletionSignals()
-        self.registry = Registry(store, clock, client, settings.unhealthy_endpoint_ms)
+        self.registry = Registry(store, clock, client, settings.unhealthy_endpoint_ms, settings.signing_key)
         self.timers = TimerService(store, clock, self.apply_effects)
         self.invoker = Invoker(
             store=store,
@@ -68,7 +69,7 @@ class Runtime:
         )
         self.callbacks = Callbacks(self)
         self.ingress: ASGIApp = Ingress(self)
-        self.admin: ASGIApp = create_admin_app(self)
+        self.admin: ASGIApp = BearerAuth(create_admin_app(self), settings.admin_token, frozenset({"/health"}))
 
     @classmethod
     @asynccontextmanager

@@ -6,6 +6,7 @@
     durable-proxy invocations cancel|kill ID [--admin-url ...]
 
 Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
+Commands that talk to the admin API send ``$DURABLE_PROXY_ADMIN_TOKEN`` as a bearer token when it is set.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--retry-initial-interval-ms", type=int, help="first retry delay (default: 100)")
     serve.add_argument("--retry-max-interval-ms", type=int, help="largest retry delay (default: 30000)")
     serve.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], help="SQLite durability (default: FULL)")
+    serve.add_argument("--signing-key", help="sign requests to handlers with this key (also DURABLE_PROXY_SIGNING_KEY)")
+    serve.add_argument("--ingress-token", help="require Authorization: Bearer TOKEN on the ingress")
+    serve.add_argument("--admin-token", help="require Authorization: Bearer TOKEN on the admin API")
     serve.add_argument("--workflow-retention-ms", type=int, help="keep finished workflows this long (default: 1 day)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -99,7 +104,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     names = [
         "db", "host", "port", "admin_host", "admin_port", "advertised_url", "max_body_bytes",
         "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
-        "retry_max_interval_ms", "sqlite_synchronous", "workflow_retention_ms",
+        "retry_max_interval_ms", "sqlite_synchronous", "workflow_retention_ms", "signing_key",
+        "ingress_token", "admin_token",
     ]  # fmt: skip
     return Settings.load({name: getattr(args, name, None) for name in names})
 
@@ -167,8 +173,10 @@ async def _serve_async(settings: Settings, ingress_sock: socket.socket, admin_so
 
 
 def _admin_request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    token = os.environ.get("DURABLE_PROXY_ADMIN_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, url, json=body, timeout=30)
+        response = httpx.request(method, url, json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         raise _CliError(f"cannot reach the admin API at {url}: {exc}") from None
     try:

@@ -18,6 +18,10 @@ from .retry import RetryPolicy
 ENV_PREFIX = "DURABLE_PROXY_"
 
 
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: SQLite database file (created if missing).
     db: str = "durable-proxy.db"
@@ -44,6 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_factor: float = 2.0
     retry_max_interval_ms: int = 30_000
     retry_max_attempts: int = 30
+    #: Key that signs every request to handler endpoints (they verify it with ``DURABLE_SIGNING_KEYS``).
+    signing_key: str | None = None
+    #: When set, ingress clients must send ``Authorization: Bearer <token>``.
+    ingress_token: str | None = None
+    #: When set, admin clients must send ``Authorization: Bearer <token>``; required off loopback.
+    admin_token: str | None = None
     #: How long a finished workflow keeps its state, promises and result before it is purged.
     workflow_retention_ms: int = 24 * 3_600_000
     #: How often finished workflows past their retention are purged.
@@ -65,6 +75,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.max_concurrent_attempts < 1:
             raise ValueError("max_concurrent_attempts must be at least 1")
         self.retry_policy()  # validates the retry settings
+        if self.signing_key is not None and len(self.signing_key.encode()) < 16:
+            raise ValueError("signing_key must be at least 16 bytes long")
+        if not _is_loopback(self.admin_host) and not self.admin_token:
+            raise ValueError(
+                f"the admin API would listen on {self.admin_host} without a token: "
+                "set admin_token (--admin-token / DURABLE_PROXY_ADMIN_TOKEN) or keep it on loopback"
+            )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -81,6 +98,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{bound_port if bound_port is not None else self.port}"
+
+    def __repr__(self) -> str:  # never print secrets in logs or errors
+        hidden = {"signing_key", "ingress_token", "admin_token"}
+        fields = ", ".join(
+            f"{f}={'***' if f in hidden and getattr(self, f) else repr(getattr(self, f))}"
+            for f in self.__struct_fields__
+        )
+        return f"Settings({fields})"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

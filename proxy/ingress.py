@@ -44,6 +44,7 @@ from starlette.types import Receive, Scope, Send
 
 from handler_sdk.protocol import parse_awakeable_id
 
+from .auth import check_bearer
 from .errors import BadRequest, Conflict, MethodNotAllowed, NotFound, ProxyError, UnprocessableEntity
 from .http import error_response, json_response, raw_json_response, read_body
 from .ids import invocation_id as new_invocation_id
@@ -96,7 +97,9 @@ class Ingress:
         parts = _segments(request)
         method = request.method
         if parts[:1] == ["_durable"]:
-            return await self._rt.callbacks.handle(request, parts)
+            return await self._rt.callbacks.handle(request, parts)  # authorised by the attempt's token
+        if parts != ["restate", "health"]:
+            check_bearer(request, self._rt.settings.ingress_token)
         if parts[:1] == ["restate"]:
             return await self._route_restate(request, parts[1:], method)
         target = self._target(parts)

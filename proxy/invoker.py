@@ -47,6 +47,7 @@ from handler_sdk.protocol import (
     json_encoder,
     parse_content_type_version,
 )
+from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 
 from .clock import Clock
 from .config import Settings
@@ -105,6 +106,7 @@ class Invoker:
         self._on_effects = on_effects
         self._on_backoff = on_backoff
         self._signer = signer
+        self._request_signer = RequestSigner(settings.signing_key) if settings.signing_key else None
         self._callback_base = callback_base.rstrip("/")
         self._slots = asyncio.Semaphore(settings.max_concurrent_attempts)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -226,14 +228,13 @@ class Invoker:
             cancelled=invocation.cancel_requested,
             state={name: msgspec.Raw(value) for name, value in claim.state.items()},
         )
-        url = f"{endpoint}/invoke/{invocation.service}/{invocation.handler}"
-        post = asyncio.ensure_future(
-            self._client.post(
-                url,
-                content=json_encoder.encode(request),
-                headers={"content-type": INVOKE_CONTENT_TYPE, "accept": INVOKE_CONTENT_TYPE},
-            )
-        )
+        path = f"/invoke/{invocation.service}/{invocation.handler}"
+        url = endpoint + path
+        body = json_encoder.encode(request)
+        headers = {"content-type": INVOKE_CONTENT_TYPE, "accept": INVOKE_CONTENT_TYPE}
+        if self._request_signer is not None:
+            headers[SIGNATURE_HEADER] = self._request_signer.signature("POST", path, body, self._clock.now_ms())
+        post = asyncio.ensure_future(self._client.post(url, content=body, headers=headers))
         watchdog = asyncio.ensure_future(self._watch(invocation.id))
         try:
             done, _ = await asyncio.wait({post, watchdog}, return_when=asyncio.FIRST_COMPLETED)

@@ -27,6 +27,7 @@ from handler_sdk.protocol import (
     json_encoder,
     manifest_decoder,
 )
+from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 
 from .clock import Clock
 from .errors import BadGateway, BadRequest, NotFound
@@ -87,7 +88,15 @@ class ServiceInfo:
 
 
 class Registry:
-    def __init__(self, store: JournalStore, clock: Clock, client: httpx.AsyncClient, unhealthy_ms: int) -> None:
+    def __init__(
+        self,
+        store: JournalStore,
+        clock: Clock,
+        client: httpx.AsyncClient,
+        unhealthy_ms: int,
+        signing_key: str | None = None,
+    ) -> None:
+        self._signer = RequestSigner(signing_key) if signing_key else None
         self._store = store
         self._clock = clock
         self._client = client
@@ -163,7 +172,10 @@ class Registry:
     async def _discover(self, uri: str) -> tuple[Manifest, bytes]:
         url = f"{uri}/discover"
         try:
-            response = await self._client.get(url, headers={"accept": MANIFEST_CONTENT_TYPE})
+            headers = {"accept": MANIFEST_CONTENT_TYPE}
+            if self._signer is not None:
+                headers[SIGNATURE_HEADER] = self._signer.signature("GET", "/discover", b"", self._clock.now_ms())
+            response = await self._client.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise BadGateway(f"cannot reach {url}: {describe_http_error(exc)}", code="discovery_failed") from None
         if response.status_code != 200:
