@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from handler_sdk.protocol import COMPLETABLE_KINDS
 
-from .errors import BadRequest, Conflict, NotFound, ProxyError
+from .errors import BadRequest, Conflict, NotFound, ProxyError, ServiceUnavailable
 from .http import decode_json, error_response, json_response, read_body
 from .store.base import (
     AttemptRow,
@@ -40,6 +40,7 @@ from .store.base import (
     InvocationStatus,
     JournalRow,
     StoredFailure,
+    StoreUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -249,6 +250,9 @@ def create_admin_app(runtime: Runtime) -> Starlette:
         assert isinstance(exc, ProxyError)
         return error_response(exc)
 
+    async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+        return error_response(ServiceUnavailable(f"{exc}; nothing was changed, try again later"))
+
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -273,5 +277,9 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             Route("/objects/{service}/{key:path}", get_object, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
-        exception_handlers={ProxyError: on_proxy_error, HTTPException: on_http_error},
+        exception_handlers={
+            ProxyError: on_proxy_error,
+            HTTPException: on_http_error,
+            StoreUnavailable: on_store_unavailable,
+        },
     )

@@ -44,7 +44,16 @@ from handler_sdk.protocol import (
     parse_content_type_version,
 )
 
-from .errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, ProxyError, UnsupportedMediaType
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+    UnsupportedMediaType,
+)
 from .http import json_response, read_body
 from .invoker import to_completion
 from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure
@@ -97,6 +106,7 @@ class Callbacks:
             raise BadRequest("index must be >= 0 and attempt >= 1", code="protocol_violation")
         self._authorise(invocation_id, append.attempt, append.token)
         now = rt.clock.now_ms()
+        await self._check_limits(invocation_id, append.attempt, append.index, len(append.entry), now)
         state_op, promise_op = await self._keyed_op(invocation_id, append.index, entry)
         child, timer_at_ms, completion = await self._effects_of(invocation_id, append.index, entry, now)
         result = await rt.store.append(
@@ -121,7 +131,9 @@ class Callbacks:
                     if child is not None and child.run_at_ms is not None:
                         rt.timers.add(child.id, -1, child.run_at_ms)
                     rt.apply_effects(result.effects)
-                rt.invoker.touch(invocation_id, append.attempt)
+                rt.invoker.touch(
+                    invocation_id, append.attempt, len(append.entry) if result.outcome == "appended" else 0
+                )
                 ack = AppendAck(
                     index=append.index,
                     cancelled=result.cancel_requested,
@@ -147,6 +159,28 @@ class Callbacks:
                 )
             case "not_found":
                 raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+
+    async def _check_limits(self, invocation_id: str, attempt: int, index: int, size: int, now_ms: int) -> None:
+        """An entry over a size limit fails the invocation for good (retrying cannot shrink it) and is refused."""
+        settings = self._rt.settings
+        journal_bytes = self._rt.invoker.journal_bytes(invocation_id, attempt)
+        if size > settings.max_entry_bytes:
+            problem = (
+                f"journal entry {index} is {size} bytes; the limit is {settings.max_entry_bytes} (max_entry_bytes)"
+            )
+        elif index >= settings.max_journal_entries:
+            problem = f"the journal would exceed {settings.max_journal_entries} entries (max_journal_entries)"
+        elif journal_bytes is not None and journal_bytes + size > settings.max_journal_bytes:
+            problem = (
+                f"the journal would grow to {journal_bytes + size} bytes; "
+                f"the limit is {settings.max_journal_bytes} (max_journal_bytes)"
+            )
+        else:
+            return
+        effects = await self._rt.store.fail(invocation_id, attempt, StoredFailure(code=413, message=problem), now_ms)
+        if effects is not None:
+            self._rt.apply_effects(effects)
+        raise PayloadTooLarge(problem, code="limit_exceeded")
 
     async def _invocation(self, invocation_id: str) -> Invocation:
         """The invocation behind an append: from the running attempt if it runs here, else from the store."""

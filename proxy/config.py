@@ -35,6 +35,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     advertised_url: str | None = None
     #: Largest request body the ingress and the callback endpoint accept.
     max_body_bytes: int = 32 * 1024 * 1024
+    #: Largest journal entry (a step's result, a call's input...) and largest handler output.
+    max_entry_bytes: int = 8 * 1024 * 1024
+    #: Largest journal of one invocation, in bytes and in entries.
+    max_journal_bytes: int = 128 * 1024 * 1024
+    max_journal_entries: int = 50_000
     #: An attempt with no journal activity for this long is abandoned and retried.
     inactivity_timeout_ms: int = 60_000
     #: An attempt running longer than this is abandoned and retried, activity or not.
@@ -64,6 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError("sqlite_synchronous must be FULL or NORMAL")
         for name in (
             "max_body_bytes",
+            "max_entry_bytes",
+            "max_journal_bytes",
+            "max_journal_entries",
             "inactivity_timeout_ms",
             "abort_timeout_ms",
             "connect_timeout_ms",

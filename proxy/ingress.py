@@ -45,10 +45,18 @@ from starlette.types import Receive, Scope, Send
 from handler_sdk.protocol import parse_awakeable_id
 
 from .auth import check_bearer
-from .errors import BadRequest, Conflict, MethodNotAllowed, NotFound, ProxyError, UnprocessableEntity
+from .errors import (
+    BadRequest,
+    Conflict,
+    MethodNotAllowed,
+    NotFound,
+    ProxyError,
+    ServiceUnavailable,
+    UnprocessableEntity,
+)
 from .http import error_response, json_response, raw_json_response, read_body
 from .ids import invocation_id as new_invocation_id
-from .store.base import Created, IdempotencyConflict, Invocation, StoredFailure
+from .store.base import Created, IdempotencyConflict, Invocation, StoredFailure, StoreUnavailable
 from .submission import WORKFLOW_RUN_KEY, new_invocation, parse_delay_ms, parse_input
 from .waiters import Outcome
 
@@ -91,6 +99,8 @@ class Ingress:
             response = await self._route(request)
         except ProxyError as exc:
             response = error_response(exc)
+        except StoreUnavailable as exc:
+            response = error_response(ServiceUnavailable(f"{exc}; nothing was recorded, try again later"))
         await response(scope, receive, send)
 
     async def _route(self, request: Request) -> Response:

@@ -24,10 +24,11 @@ invocation that is not running.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -53,10 +54,11 @@ from .clock import Clock
 from .config import Settings
 from .registry import Registry, describe_http_error
 from .retry import RetryPolicy, next_retry_at
-from .store.base import Claim, CompletionRow, Effects, Invocation, JournalStore, StoredFailure
+from .store.base import Claim, CompletionRow, Effects, Invocation, JournalStore, StoredFailure, StoreUnavailable
 from .tokens import TokenSigner
 
 log = logging.getLogger("durable_proxy.invoker")
+T = TypeVar("T")
 
 #: Handlers answer with a protocol version the proxy can read (only v1 today).
 _SUPPORTED_RESPONSE_VERSIONS = frozenset({1})
@@ -65,10 +67,11 @@ _SUPPORTED_RESPONSE_VERSIONS = frozenset({1})
 class _Activity:
     """The running attempt of one invocation, for the inactivity watchdog."""
 
-    __slots__ = ("attempt", "endpoint", "invocation", "last_ms", "started_ms")
+    __slots__ = ("attempt", "endpoint", "invocation", "journal_bytes", "last_ms", "started_ms")
 
-    def __init__(self, invocation: Invocation, attempt: int, endpoint: str, now_ms: int) -> None:
+    def __init__(self, invocation: Invocation, attempt: int, endpoint: str, now_ms: int, journal_bytes: int) -> None:
         self.invocation = invocation
+        self.journal_bytes = journal_bytes
         self.attempt = attempt
         self.endpoint = endpoint
         self.started_ms = now_ms
@@ -137,11 +140,17 @@ class Invoker:
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt task of %s crashed", invocation_id, exc_info=task.exception())
 
-    def touch(self, invocation_id: str, attempt: int) -> None:
-        """An append arrived: the attempt is alive."""
+    def touch(self, invocation_id: str, attempt: int, appended_bytes: int = 0) -> None:
+        """An append arrived (or a wait): the attempt is alive."""
         activity = self._running.get(invocation_id)
         if activity is not None and activity.attempt == attempt:
             activity.last_ms = self._clock.now_ms()
+            activity.journal_bytes += appended_bytes
+
+    def journal_bytes(self, invocation_id: str, attempt: int) -> int | None:
+        """The size of the journal of the attempt running here, None if it does not run here."""
+        activity = self._running.get(invocation_id)
+        return activity.journal_bytes if activity is not None and activity.attempt == attempt else None
 
     def running_attempt(self, invocation_id: str) -> int | None:
         activity = self._running.get(invocation_id)
@@ -181,7 +190,7 @@ class Invoker:
                 at_ms = None
             async with self._slots:
                 if deployment_id is None:
-                    invocation = await self._store.get_invocation(invocation_id)
+                    invocation = await self._durably("reading", lambda: self._store.get_invocation(invocation_id))
                     if invocation is None or invocation.status != "pending":
                         return
                     deployment_id = invocation.deployment_id
@@ -191,11 +200,13 @@ class Invoker:
                     log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
                     at_ms = self._clock.now_ms() + self._settings.unhealthy_endpoint_ms
                     continue
-                claim = await self._store.claim(invocation_id, endpoint, self._clock.now_ms())
+                claim = await self._durably("claiming", functools.partial(self._claim, invocation_id, endpoint))
                 if claim is None:
                     return
                 attempt = claim.invocation.attempt
-                self._running[invocation_id] = _Activity(claim.invocation, attempt, endpoint, self._clock.now_ms())
+                self._running[invocation_id] = _Activity(
+                    claim.invocation, attempt, endpoint, self._clock.now_ms(), sum(len(r.entry) for r in claim.journal)
+                )
                 try:
                     try:
                         response = await self._attempt(claim, endpoint)
@@ -273,14 +284,27 @@ class Invoker:
         attempt = invocation.attempt
         now = self._clock.now_ms()
         effects: Effects | None = None
+        store = self._store
+        if isinstance(response, Completed) and len(response.output) > self._settings.max_entry_bytes:
+            response = Failed(
+                failure=Failure(
+                    code=413,
+                    message=f"the handler's output is {len(response.output)} bytes; "
+                    f"the limit is {self._settings.max_entry_bytes} (max_entry_bytes)",
+                )
+            )
         match response:
             case Completed(output=output):
-                effects = await self._store.complete(invocation.id, attempt, bytes(output), now)
+                effects = await self._durably(
+                    "completing", lambda: store.complete(invocation.id, attempt, bytes(output), now)
+                )
             case Failed(failure=failure):
                 stored = StoredFailure(code=failure.code, message=failure.message)
-                effects = await self._store.fail(invocation.id, attempt, stored, now)
+                effects = await self._durably("failing", lambda: store.fail(invocation.id, attempt, stored, now))
             case Suspended(waiting_on=waiting_on):
-                outcome = await self._store.suspend(invocation.id, attempt, waiting_on, now)
+                outcome = await self._durably(
+                    "suspending", lambda: store.suspend(invocation.id, attempt, waiting_on, now)
+                )
                 if outcome != "fenced":
                     return outcome == "resume"
             case Retry(failure=failure, retry_after_ms=retry_after_ms):
@@ -292,8 +316,12 @@ class Invoker:
                     stored = StoredFailure(
                         code=500, message=f"gave up after {attempt} attempts; last error: {failure.message}"
                     )
-                    effects = await self._store.fail(invocation.id, attempt, stored, now, attempt_failure=last)
-                elif await self._store.backoff(invocation.id, attempt, last, next_at, now):
+                    effects = await self._durably(
+                        "failing", lambda: store.fail(invocation.id, attempt, stored, now, attempt_failure=last)
+                    )
+                elif await self._durably(
+                    "backing off", lambda: store.backoff(invocation.id, attempt, last, next_at, now)
+                ):
                     self._on_backoff(invocation.id, next_at)
                     return False
         if effects is not None:
@@ -301,6 +329,21 @@ class Invoker:
             return False
         log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)
         return False
+
+    async def _claim(self, invocation_id: str, endpoint: str) -> Claim | None:
+        return await self._store.claim(invocation_id, endpoint, self._clock.now_ms())
+
+    async def _durably(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a store operation until the store takes it: an attempt's outcome is never dropped
+        because the disk was full for a while. The delay is real time (the store's), not durable time."""
+        delay = 0.1
+        while True:
+            try:
+                return await operation()
+            except StoreUnavailable as exc:
+                log.warning("%s failed: %s; trying again in %.1f s", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     @staticmethod
     def _log_failure(invocation_id: str, attempt: int, failure: Failure) -> None:

@@ -248,6 +248,14 @@ class ServiceRow(msgspec.Struct, frozen=True, kw_only=True):
     modified_at_ms: int
 
 
+class StoreUnavailable(Exception):
+    """The database cannot take writes (or reads) right now: full, I/O error, busy past its retries.
+
+    Nothing of the failed operation was committed. The proxy answers 503 and tries again later;
+    it never reports such an operation as done.
+    """
+
+
 class IdempotencyConflict(Exception):
     """The idempotency key is already bound to an invocation with a different request."""
 

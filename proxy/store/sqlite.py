@@ -61,6 +61,7 @@ from proxy.store.base import (
     ServiceRow,
     StateOp,
     StoredFailure,
+    StoreUnavailable,
     SuspendOutcome,
     TimerRow,
 )
@@ -84,6 +85,17 @@ def check_integrity(conn: sqlite3.Connection, path: str) -> None:
             f"the database {path!r} failed PRAGMA quick_check: {details}. Restore it from a backup, or inspect it "
             "with the sqlite3 shell (.recover) before starting the proxy again"
         )
+
+
+#: SQLite result codes (primary) that mean "the database cannot take this write now", not "this write is wrong".
+_UNAVAILABLE_CODES = {5: "busy", 6: "locked", 8: "read-only", 10: "I/O error", 13: "full"}
+
+
+def _unavailable(exc: sqlite3.OperationalError) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code not in _UNAVAILABLE_CODES:
+        return exc
+    return StoreUnavailable(f"the journal database is unavailable ({_UNAVAILABLE_CODES[code]}): {exc}")
 
 
 class SQLiteStore(JournalStore):
@@ -142,10 +154,16 @@ class SQLiteStore(JournalStore):
             await self._reader.stop()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.writer.run(fn)
+        try:
+            return await self.writer.run(fn)
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._reader.run(fn)
+        try:
+            return await self._reader.run(fn)
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     async def secret(self) -> bytes:
         if self._secret is None:
