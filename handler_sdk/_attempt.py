@@ -4,12 +4,16 @@ It hands out journal slots (and decides where a cancellation is raised),
 appends entries, keeps the completions known so far, and ends the attempt by
 suspending. The ``Context`` methods, futures and combinators are built on it.
 
-Cancellation is raised once, at a point the journal fixes: when the proxy says
+Cancellation is raised once, at a point the journal fixes. Once the proxy says
 the invocation was cancelled (in the ``InvokeRequest``, an ``AppendAck`` or an
-``AwaitResponse``), the next *new* slot the handler takes becomes a ``Cancel``
-entry and the action asking for it raises ``InvocationCancelled`` instead. A
-replay meets that ``Cancel`` entry at the same index and raises there again,
-whatever the code asked for.
+``AwaitResponse``), the next new slot becomes a ``Cancel`` entry: the slot of
+a new action, which raises ``InvocationCancelled`` instead (``Cancel()``), or
+the next index at an await of durable futures, complete or not, which raises
+there (``Cancel(awaiting=<their indices>)``). A replay raises at the same
+point: a ``Cancel`` without ``awaiting`` at the new action that takes its
+index, whatever it asks for; one with ``awaiting`` at the await of exactly
+those futures when that await reaches its index (a new action reaching it
+instead is a journal mismatch).
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ class Attempt:
         self._completions: dict[int, Completion] = {c.index: c for c in request.completions}
         self._cancel_requested = request.cancelled
         self._cancel_raised = False
-        self._background: set[asyncio.Task[None]] = set()
+        #: Appends running in the background, with the journal index of each.
+        self._background: dict[asyncio.Task[None], int] = {}
 
     @property
     def invocation_id(self) -> str:
@@ -77,21 +82,26 @@ class Attempt:
 
     # ------------------------------------------------------------------ slots
 
-    def take(self) -> int | Cancelling:
+    def take(self, awaiting: list[int] | None = None) -> int | Cancelling:
         """The next journal index, or the cancellation if it is raised at that index.
+
+        ``awaiting`` is for an action that is also an await (``select``): the
+        sorted indices of its futures. A recorded ``Cancel`` raised at an await
+        of other futures is left to the action's check of its entry, which
+        reports the mismatch.
 
         Never raises: a journal that cannot be decoded stops the attempt, and the
         caller meets that reason when it checks the journal.
         """
         if self._cancel_due() and not self.journal.replaying:
-            return self._cancel_at(self.journal.reserve())
+            return self._cancel_at(self.journal.reserve(), awaiting)
         index = self.journal.reserve()
         try:
             recorded = self.journal.recorded(index)
         except SdkInternalError as exc:
             self.journal.stop(exc)
             return index
-        if isinstance(recorded, Cancel):
+        if isinstance(recorded, Cancel) and (recorded.awaiting is None or recorded.awaiting == awaiting):
             self._cancel_raised = True
             return Cancelling(index, None)
         return index
@@ -139,14 +149,25 @@ class Attempt:
         The attempt does not answer before every such append has ended.
         """
         task = asyncio.ensure_future(self.append(index, entry))
-        self._background.add(task)
+        self._background[task] = index
         task.add_done_callback(self._forget)
         return task
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
+        self._background.pop(task, None)
         if not task.cancelled():
             task.exception()  # retrieved: a failure already stopped the journal
+
+    async def appended_before(self, index: int) -> None:
+        """Return once the background appends below ``index`` are committed (raise if one failed).
+
+        An id such an action returned (an awakeable's, a callee's) is valid only once its entry is
+        committed: a step that may hand it out runs after that.
+        """
+        earlier = [task for task, at in self._background.items() if at < index]
+        if earlier:
+            await asyncio.wait(earlier)
+            self.journal.check()
 
     async def settle(self) -> None:
         """Wait for the background appends to end (they stop the journal if they fail)."""
@@ -189,15 +210,16 @@ class Attempt:
     def _cancel_due(self) -> bool:
         return self._cancel_requested and not self._cancel_raised
 
-    def _cancel_at(self, index: int) -> Cancelling:
+    def _cancel_at(self, index: int, awaiting: list[int] | None) -> Cancelling:
         self._cancel_raised = True
-        return Cancelling(index, self.start_append(index, Cancel()))
+        return Cancelling(index, self.start_append(index, Cancel(awaiting=awaiting)))
 
-    def cancel_at_await(self) -> Cancelling | None:
-        """Where an await of incomplete futures raises the cancellation, if it does.
+    def cancel_at_await(self, awaiting: list[int]) -> Cancelling | None:
+        """Where an await of the futures at ``awaiting`` (sorted indices) raises the cancellation, if it does.
 
-        At the next index: when it holds a recorded ``Cancel`` entry, or when it is
-        new and the cancellation is due.
+        At the next index, whether the futures are complete or not: when it
+        holds a recorded ``Cancel`` raised at an await of the same futures, or
+        when it is new and the cancellation is due.
         """
         if self.journal.replaying:
             try:
@@ -205,17 +227,17 @@ class Attempt:
             except SdkInternalError as exc:
                 self.journal.stop(exc)
                 raise
-            if not isinstance(recorded, Cancel):
+            if not isinstance(recorded, Cancel) or recorded.awaiting != awaiting:
                 return None
         elif not self._cancel_due():
             return None
-        slot = self.take()
+        slot = self.take(awaiting)
         assert isinstance(slot, Cancelling)
         return slot
 
-    def cancel_in_slot(self, index: int) -> Cancelling | None:
-        """The cancellation, raised in the new slot ``index`` an action already holds, if it is due."""
-        return self._cancel_at(index) if self._cancel_due() else None
+    def cancel_in_slot(self, index: int, awaiting: list[int]) -> Cancelling | None:
+        """The cancellation, raised in the new slot ``index`` an await already holds (``select``), if it is due."""
+        return self._cancel_at(index, awaiting) if self._cancel_due() else None
 
     async def raise_cancelled(self, slot: Cancelling) -> NoReturn:
         """Wait until the ``Cancel`` entry is committed, then raise the cancellation."""

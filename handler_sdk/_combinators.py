@@ -4,6 +4,11 @@
 it picks one, and a replay obeys that entry, even if by then more of the
 futures are complete. ``gather`` needs no entry: it waits for all of them, and
 every completion is itself recorded by the proxy.
+
+Both are awaits, where a pending cancellation is raised: ``gather`` at the
+next index, ``select`` in the index it took (``Cancel(awaiting=...)`` naming
+the futures either way). A replayed ``select`` only returns its recorded
+winner: the cancellation is not raised inside it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ async def select(attempt: Attempt, slot: int, name: str, futures: Mapping[str, D
             )
             attempt.journal.stop(error)
             raise error
-        return winner, await futures[winner]
+        await until_done(attempt, [futures[winner]], interruptible=False)
+        return winner, futures[winner]._result()
     await until_done(attempt, list(futures.values()), slot=slot)
     # Deterministic when several completed together: the lowest journal index wins.
     index = min(future.index for future in futures.values() if future.done())

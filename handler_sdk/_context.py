@@ -7,7 +7,8 @@ others return a coroutine that finishes the action when awaited. When the
 cancellation falls on the index a method takes, a method returning a
 coroutine raises ``InvocationCancelled`` once the ``Cancel`` entry is
 committed, and one returning a future raises it at once (the entry is
-committed before anything later, and before the attempt answers).
+committed before anything later, and before the attempt answers). Awaiting a
+future, ``select`` and ``gather`` may raise it too (see ``_attempt``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import msgspec
 
 from . import _combinators
 from ._attempt import Attempt, Cancelling
+from ._await import awaited
 from ._futures import CallFuture, DurableFuture
 from ._run import run_step
 from .context import Context, RunOptions
@@ -82,13 +84,13 @@ class InvocationContext(Context):
 
     # ------------------------------------------------------------------ slots
 
-    def _take(self, what: str) -> int | Cancelling:
+    def _take(self, what: str, awaiting: list[int] | None = None) -> int | Cancelling:
         if in_step():
             raise RuntimeError(
                 f"{what} was called inside a step function; durable actions cannot be nested in a step, "
                 "call them from the handler itself"
             )
-        return self._attempt.take()
+        return self._attempt.take(awaiting)
 
     def _take_now(self, what: str) -> int:
         """A slot for a method that returns at once: the journal is checked, a cancellation raised."""
@@ -236,7 +238,7 @@ class InvocationContext(Context):
 
     def select(self, name: str = "", /, **futures: DurableFuture[Any]) -> Coroutine[Any, Any, tuple[str, Any]]:
         _combinators.check_select(self._attempt, futures)
-        slot = self._take("ctx.select")
+        slot = self._take("ctx.select", awaited(futures.values()))
         if isinstance(slot, Cancelling):
             return self._attempt.raise_cancelled(slot)
         return _combinators.select(self._attempt, slot, name, futures)

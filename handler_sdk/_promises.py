@@ -5,7 +5,9 @@ in the background; the proxy completes the entry. ``value()`` (``get_promise``)
 is completed once the promise is, which may be much later, so it is an
 ordinary durable future. ``peek()`` and ``resolve()``/``reject()`` are
 completed in the commit of their entry, and the completion comes back in the
-append's acknowledgement, so awaiting them never waits for anything more.
+append's acknowledgement, so awaiting them never waits for anything more. They
+are single actions, not awaits of a future: a cancellation is raised at the
+index they take, never after it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class AttemptPromise(DurablePromise[T]):
         return self._peek(self._future(slot, PeekPromise(name=self._name), _NONE))
 
     async def _peek(self, future: DurableFuture[None]) -> T | None:
-        await until_done(self._attempt, [future])
+        await until_done(self._attempt, [future], interruptible=False)
         completion = self._attempt.completion(future.index)
         assert completion is not None
         if completion.failure is not None:
@@ -121,4 +123,5 @@ class AttemptPromise(DurablePromise[T]):
 
 
 async def _result_of(future: DurableFuture[None]) -> None:
-    await future
+    await until_done(future._attempt, [future], interruptible=False)
+    future._result()

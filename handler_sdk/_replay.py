@@ -25,6 +25,7 @@ from .errors import NonDeterminismError, SdkInternalError, _AttemptFailed, _Susp
 from .protocol import (
     PROTOCOL_VIOLATION,
     Call,
+    Cancel,
     CompletePromise,
     Failure,
     JournalEntry,
@@ -55,10 +56,19 @@ def _same_action(recorded: JournalEntry, requested: JournalEntry) -> bool:
     return True
 
 
+def mismatch_detail(recorded: JournalEntry) -> str | None:
+    """What a mismatch message adds about ``recorded``: where a recorded cancellation was raised."""
+    if isinstance(recorded, Cancel) and recorded.awaiting is not None:
+        return f"the cancellation was raised at an await of journal indices {recorded.awaiting}"
+    return None
+
+
 def check_replayed(index: int, recorded: JournalEntry, requested: JournalEntry) -> None:
     """Raise ``NonDeterminismError`` unless ``recorded`` is the action the code now asks for."""
     if not _same_action(recorded, requested):
-        raise NonDeterminismError(index=index, recorded=describe(recorded), requested=describe(requested))
+        raise NonDeterminismError(
+            index=index, recorded=describe(recorded), requested=describe(requested), detail=mismatch_detail(recorded)
+        )
 
 
 class Journal:

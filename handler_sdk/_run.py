@@ -146,6 +146,11 @@ async def _execute(
         # The attempt ends at the first new entry: a step must not run before the entries ahead of it
         # are committed, or it would run again in the next attempt.
         await attempt.journal.wait_turn(index)
+    else:
+        # Not before the entries of earlier awakeables, calls and timers are committed: the step may
+        # hand out their ids (``ctx.awakeable``'s documented use), and they are unknown until then.
+        # Earlier steps still running are not waited for, so concurrent steps stay concurrent.
+        await attempt.appended_before(index)
     tries = 1
     while True:
         try:

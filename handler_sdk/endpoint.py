@@ -28,7 +28,7 @@ from starlette.routing import Route
 from ._attempt import Attempt
 from ._callback import CallbackClient
 from ._keyed_context import new_context
-from ._replay import Journal, active, describe
+from ._replay import Journal, active, describe, mismatch_detail
 from .clock import Clock, SystemClock
 from .context import NOUNS
 from .errors import (
@@ -168,7 +168,10 @@ def _check_fully_replayed(journal: Journal, definition: HandlerDefinition) -> No
         entry = journal.recorded(index)
         assert entry is not None
         raise NonDeterminismError(
-            index=index, recorded=describe(entry), requested=("the end of handler", definition.name)
+            index=index,
+            recorded=describe(entry),
+            requested=("the end of handler", definition.name),
+            detail=mismatch_detail(entry),
         )
 
 

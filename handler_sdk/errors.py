@@ -59,7 +59,7 @@ class InputError(TerminalError):
 
 
 class InvocationCancelled(TerminalError):
-    """The invocation was cancelled; raised at the handler's next journaled action.
+    """The invocation was cancelled; raised at the handler's next journaled action or await of a durable future.
 
     It is raised once. A handler may catch it to compensate (its later steps
     are journaled as usual) and then re-raise it, which ends the invocation as

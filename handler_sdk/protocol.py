@@ -122,7 +122,18 @@ class Now(Entry, frozen=True, kw_only=True, tag="now"):
 
 
 class Cancel(Entry, frozen=True, kw_only=True, tag="cancel"):
-    """The handler observed a cancellation here: replays raise it at the same point."""
+    """The handler observed a cancellation here: replays raise it at the same point.
+
+    ``awaiting`` says which point. ``None``: the new action that took this
+    index raised it instead of running. A list: an await of durable futures
+    raised it, complete or not, and these are their journal indices (sorted,
+    distinct). A replay raises a ``Cancel`` with ``awaiting`` at the await
+    of exactly those futures that reaches this index, and one without at the
+    new action that takes the index, whatever it asks for; a new action
+    reaching a ``Cancel`` with ``awaiting`` is a journal mismatch.
+    """
+
+    awaiting: list[int] | None = None
 
 
 # Keyed state (virtual objects and workflows). ``name`` is the state key.
@@ -299,7 +310,7 @@ class InvokeRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: Seeds ``ctx.random()`` and ``ctx.uuid4()``: the same for every attempt of the invocation.
     random_seed: int = 0
     headers: dict[str, str] = {}
-    #: The invocation was cancelled: the handler raises at its next journaled action.
+    #: The invocation was cancelled: the handler raises at its next journaled action or await (``Cancel``).
     cancelled: bool = False
     #: The committed state of the object or workflow key (``key``), for keyed handlers.
     state: dict[str, msgspec.Raw] = {}
@@ -351,7 +362,7 @@ class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 class AppendAck(msgspec.Struct, frozen=True, kw_only=True):
     index: int
-    #: The invocation was cancelled meanwhile: the handler raises at its next journaled action.
+    #: The invocation was cancelled meanwhile: the handler raises at its next journaled action or await.
     cancelled: bool = False
     #: The completion of this entry when the proxy completed it in the same commit
     #: (a promise peek or completion, a call that could not start).

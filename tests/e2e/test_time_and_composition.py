@@ -9,15 +9,21 @@ runs, which is where a handler that is not replay-safe shows itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from handler_sdk import Context, Service, TerminalError
+from handler_sdk import Context, Endpoint, Service, TerminalError
 from handler_sdk.protocol import callee_invocation_id
 from handler_sdk.testing import InvocationFailed, TestEnvironment
+
+from .harness import HANDLER_URI, _Forward, eventually, open_runtime
 
 REPLAY = pytest.mark.parametrize("always_replay", [False, True], ids=["live", "always-replay"])
 DAY = timedelta(days=1)
@@ -248,6 +254,78 @@ async def test_a_rejected_approval_wins_the_select_and_raises_its_terminal_error
         assert (failed.value.status_code, failed.value.message) == (500, "approver is on leave")
         found = await env.invocation(invocation_id)
         assert [entry["entry"]["winner"] for entry in found["journal"] if entry["kind"] == "select"] == [0]
+
+
+class HoldFirstAppend:
+    """In front of the proxy's callbacks: holds the attempt's first journal append until ``release`` is set
+    (at most ``limit_s``), so a test sees what the handler does before that entry is committed."""
+
+    def __init__(self, target: ASGIApp, limit_s: float = 0.2) -> None:
+        self.target = target
+        self.limit_s = limit_s
+        self.release = asyncio.Event()
+        self.held = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/journal") and not self.held:
+            self.held = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.limit_s)
+        await self.target(scope, receive, send)
+
+
+outside = Service("Outside")
+#: The outside world of ``publish_ids``: a client of the ingress, what it got back, and the held append.
+world: dict[str, Any] = {}
+
+
+async def publish(awakeable_id: str, callee_id: str) -> list[int]:
+    """Hand the ids to an outside world that uses them at once: it resolves the awakeable, polls the callee."""
+    client: httpx.AsyncClient = world["ingress"]
+    resolved = await client.post(f"/restate/awakeables/{awakeable_id}/resolve", json="from outside")
+    output = await client.get(f"/restate/output/{callee_id}")
+    world["statuses"] = [resolved.status_code, output.status_code]
+    world["hold"].release.set()
+    return world["statuses"]  # type: ignore[no-any-return]
+
+
+@outside.handler()
+async def echo(ctx: Context, text: str) -> str:
+    return text
+
+
+@outside.handler()
+async def publish_ids(ctx: Context) -> str:
+    awakeable_id, value = ctx.awakeable(type_hint=str)
+    callee = ctx.call("Outside", "echo", "hi", type_hint=str)
+    await ctx.run("publish", publish, awakeable_id, callee.invocation_id)
+    return f"{await value} / {await callee}"
+
+
+async def test_ids_handed_out_by_a_step_are_valid_when_the_step_runs(tmp_path: Path) -> None:
+    """The documented pattern: create an awakeable (or start a call), hand its id out from a ``ctx.run`` step.
+
+    Whoever gets the id may use it at once; the step must not run before the entries those ids name
+    are committed, or the proxy answers 404 and the resolution is lost.
+    """
+    forward = _Forward()
+    world["hold"] = hold = HoldFirstAppend(forward)
+    endpoint = Endpoint([outside], callback_transport=httpx.ASGITransport(app=hold), suspend_after=timedelta(0))
+    async with open_runtime(tmp_path / "p.db", endpoint.asgi(), forward, retry_initial_interval_ms=5) as h:
+        try:
+            assert (await h.admin.post("/deployments", json={"uri": HANDLER_URI})).status_code == 201
+            world["ingress"] = h.ingress
+            sent = await h.ingress.post("/Outside/publish_ids/send")
+            invocation_id = sent.json()["invocationId"]
+            await eventually(lambda: "statuses" in world)
+            resolved, output = world["statuses"]
+            assert resolved == 202, "the awakeable was handed out before it existed"
+            assert output in (200, 470), "the callee id was handed out before the callee existed"
+            attached = await h.ingress.get(f"/restate/attach/{invocation_id}")
+            assert attached.json() == "from outside / hi"
+        finally:
+            world.clear()
+            await endpoint.aclose()
 
 
 async def test_a_second_resolve_is_refused_with_409() -> None:

@@ -1,9 +1,10 @@
-"""Cancellation: raised once at the next journaled action, journaled as a Cancel entry, replayed there."""
+"""Cancellation: raised once at the next journaled action or await, journaled as a Cancel entry, replayed there."""
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from handler_sdk import Context, InvocationCancelled, Service, TerminalError
@@ -95,6 +96,7 @@ async def test_cancellation_reported_while_waiting(make_endpoint: MakeEndpoint, 
     response = await invoke(make_endpoint(shop(ran, [])).asgi(), "Shop", "waits")
     assert output(response) == "undone"
     assert names(proxy) == [(0, "call"), (1, "cancel"), (2, "run")]
+    assert proxy.entries[1] == Cancel(awaiting=[0])
     assert len(proxy.awaits) == 1
 
 
@@ -106,14 +108,161 @@ async def test_cancelled_while_suspended_raises_at_the_incomplete_await(
     response = await invoke(make_endpoint(shop(ran, [])).asgi(), "Shop", "waits", journal=journal, cancelled=True)
     assert output(response) == "undone"
     assert names(proxy) == [(1, "cancel"), (2, "run")]
+    assert proxy.entries[0] == Cancel(awaiting=[0])
     assert proxy.awaits == []
 
 
-async def test_a_complete_future_is_not_interrupted(make_endpoint: MakeEndpoint, proxy: FakeProxy) -> None:
+async def test_a_complete_future_is_interrupted_by_a_pending_cancellation(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    ran: list[str] = []
     journal = [recorded(Call(service="Other", handler="work"))]
-    app = make_endpoint(shop([], [])).asgi()
+    app = make_endpoint(shop(ran, [])).asgi()
     response = await invoke(app, "Shop", "waits", journal=journal, completions=[completion(0, 5)], cancelled=True)
-    assert output(response) == "5"
+    assert output(response) == "undone"
+    assert proxy.entries == [Cancel(awaiting=[0]), Run(name="undo", result=msgspec.Raw(b'"undo"'))]
+    assert [append.index for append in proxy.appends] == [1, 2]
+    assert proxy.awaits == []
+
+    # The replay raises at the same await, although the future is complete again.
+    full = [*journal, *proxy.journal]
+    proxy.appends.clear()
+    response = await invoke(app, "Shop", "waits", journal=full, completions=[completion(0, 5)], attempt=2)
+    assert output(response) == "undone"
+    assert proxy.appends == []
+    assert ran == ["undo"]
+
+
+async def test_a_completion_and_the_cancellation_arriving_together_raise_at_the_await(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    failure = Failure(code=409, message="cancelled")
+    proxy.await_script = [AwaitResponse(completions=[completion(0, failure=failure)], cancelled=True)]
+    response = await invoke(make_endpoint(shop([], [])).asgi(), "Shop", "waits")
+    assert output(response) == "undone"  # the caller's own cancellation, not the callee's 409
+    assert proxy.entries[:2] == [Call(service="Other", handler="work"), Cancel(awaiting=[0])]
+
+
+def await_then_act() -> Service:
+    """Awaits a call, then runs a step; reports where the cancellation was raised."""
+    service = Service("S")
+
+    @service.handler()
+    async def handler(ctx: Context) -> str:
+        future = ctx.call("Other", "work", type_hint=int)
+        try:
+            value = await future
+        except InvocationCancelled:
+            return "at the await"
+        try:
+            await ctx.run("next", lambda: 1)
+        except InvocationCancelled:
+            return f"at the step, after {value}"
+        return "not cancelled"
+
+    return service
+
+
+async def test_a_cancel_of_a_new_action_is_not_raised_at_an_earlier_await(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    journal = [recorded(Call(service="Other", handler="work")), recorded(Cancel())]
+    app = make_endpoint(await_then_act()).asgi()
+    response = await invoke(app, "S", "handler", journal=journal, completions=[completion(0, 5)], cancelled=True)
+    assert output(response) == "at the step, after 5"
+    assert proxy.received == []
+
+
+async def test_a_cancel_of_an_await_reached_by_a_new_action_is_a_mismatch(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    service = Service("S")
+
+    @service.handler()
+    async def handler(ctx: Context) -> int:
+        ctx.call("Other", "work")
+        return await ctx.run("next", lambda: 1)  # the code no longer awaits the call first
+
+    journal = [recorded(Call(service="Other", handler="work")), recorded(Cancel(awaiting=[0]))]
+    app = make_endpoint(service).asgi()
+    response = await invoke(app, "S", "handler", journal=journal, completions=[completion(0, 5)], cancelled=True)
+    assert isinstance(response, Retry)
+    assert response.failure.code == 570
+    assert response.failure.message == (
+        "journal mismatch at index 1: the journal recorded cancel '', the code now asks for run 'next': "
+        "the cancellation was raised at an await of journal indices [0]"
+    )
+    assert proxy.received == []
+
+
+async def test_a_cancel_of_an_await_of_other_futures_is_not_raised_here(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    service = Service("S")
+
+    @service.handler()
+    async def handler(ctx: Context) -> str:
+        first = ctx.call("Other", "work", type_hint=int)
+        second = ctx.call("Other", "work", type_hint=int)
+        values = [await first]  # when the first execution awaited this one, it knew of no cancellation
+        try:
+            values.append(await second)
+        except InvocationCancelled:
+            return f"cancelled at the second, after {values}"
+        return "not cancelled"
+
+    call = recorded(Call(service="Other", handler="work"))
+    journal = [call, call, recorded(Cancel(awaiting=[1]))]
+    completions = [completion(0, 1), completion(1, 2)]
+    app = make_endpoint(service).asgi()
+    response = await invoke(app, "S", "handler", journal=journal, completions=completions, cancelled=True)
+    assert output(response) == "cancelled at the second, after [1]"
+    assert proxy.received == []
+
+
+async def test_gather_records_every_awaited_future(make_endpoint: MakeEndpoint, proxy: FakeProxy) -> None:
+    service = Service("S")
+
+    @service.handler()
+    async def handler(ctx: Context) -> str:
+        first, second = ctx.call("Other", "work"), ctx.call("Other", "work")
+        try:
+            await ctx.gather(second, first, second)
+        except InvocationCancelled:
+            return "cancelled"
+        return "gathered"
+
+    call = recorded(Call(service="Other", handler="work"))
+    app = make_endpoint(service).asgi()
+    completions = [completion(0, 1), completion(1, 2)]
+    response = await invoke(app, "S", "handler", journal=[call, call], completions=completions, cancelled=True)
+    assert output(response) == "cancelled"
+    assert proxy.entries == [Cancel(awaiting=[0, 1])]
+
+
+async def test_a_replayed_select_does_not_raise_a_later_await_s_cancel(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    service = Service("S")
+
+    @service.handler()
+    async def handler(ctx: Context) -> str:
+        _, promise = ctx.awakeable(type_hint=str)
+        key, _ = await ctx.select(done=promise, timeout=ctx.timer(timedelta(days=1)))
+        try:
+            return str(await promise)
+        except InvocationCancelled:
+            return f"cancelled after {key}"
+
+    journal = [
+        recorded(Awakeable()),
+        recorded(Sleep(wake_at_ms=0)),
+        recorded(Select(winner=0)),
+        recorded(Cancel(awaiting=[0])),
+    ]
+    app = make_endpoint(service).asgi()
+    response = await invoke(app, "S", "handler", journal=journal, completions=[completion(0, "yes")], cancelled=True)
+    assert output(response) == "cancelled after done"
     assert proxy.received == []
 
 
@@ -165,7 +314,7 @@ async def test_replay_raises_at_an_incomplete_await_before_a_recorded_cancel(
     make_endpoint: MakeEndpoint, proxy: FakeProxy
 ) -> None:
     ran: list[str] = []
-    journal = [recorded(Call(service="Other", handler="work")), recorded(Cancel())]
+    journal = [recorded(Call(service="Other", handler="work")), recorded(Cancel(awaiting=[0]))]
     response = await invoke(make_endpoint(shop(ran, [])).asgi(), "Shop", "waits", journal=journal)
     assert output(response) == "undone"
     assert names(proxy) == [(2, "run")]
@@ -203,6 +352,7 @@ async def test_select_journals_the_cancel_in_its_own_slot(make_endpoint: MakeEnd
     app = make_endpoint(service).asgi()
     assert output(await invoke(app, "S", "handler")) == "cleaned"
     assert [type(entry) for entry in proxy.entries] == [Awakeable, Sleep, Cancel, Run]
+    assert proxy.entries[2] == Cancel(awaiting=[0, 1])
 
     # On replay the select meets its Cancel entry, even though a future completed meanwhile.
     journal = proxy.journal
@@ -211,6 +361,26 @@ async def test_select_journals_the_cancel_in_its_own_slot(make_endpoint: MakeEnd
     assert output(response) == "cleaned"
     assert proxy.appends == []
     assert Select not in [type(entry) for entry in proxy.entries]
+
+
+async def test_a_select_meeting_the_cancel_of_another_await_is_a_mismatch(
+    make_endpoint: MakeEndpoint, proxy: FakeProxy
+) -> None:
+    service = Service("S")
+
+    @service.handler()
+    async def handler(ctx: Context) -> Any:
+        _, promise = ctx.awakeable()
+        return await ctx.select("race", done=promise, timeout=ctx.timer(timedelta(days=1)))
+
+    journal = [recorded(Awakeable()), recorded(Sleep(wake_at_ms=0)), recorded(Cancel(awaiting=[0]))]
+    response = await invoke(make_endpoint(service).asgi(), "S", "handler", journal=journal, cancelled=True)
+    assert isinstance(response, Retry)
+    assert response.failure.code == 570
+    assert response.failure.message == (
+        "journal mismatch at index 2: the journal recorded cancel '', the code now asks for select 'race': "
+        "the cancellation was raised at an await of journal indices [0]"
+    )
 
 
 async def test_handler_that_swallows_the_cancellation_completes(make_endpoint: MakeEndpoint, proxy: FakeProxy) -> None:
