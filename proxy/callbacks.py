@@ -44,6 +44,7 @@ from handler_sdk.protocol import (
     parse_content_type_version,
 )
 
+from .crashpoints import crash_point
 from .errors import (
     BadRequest,
     Conflict,
@@ -57,7 +58,7 @@ from .errors import (
 from .http import json_response, read_body
 from .invoker import to_completion
 from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure
-from .submission import WORKFLOW_RUN_KEY, new_invocation
+from .submission import MAX_DELAY_MS, WORKFLOW_RUN_KEY, new_invocation
 
 #: Trace context a callee inherits from its caller (W3C trace context and baggage).
 _PROPAGATED_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
@@ -109,6 +110,7 @@ class Callbacks:
         await self._check_limits(invocation_id, append.attempt, append.index, len(append.entry), now)
         state_op, promise_op = await self._keyed_op(invocation_id, append.index, entry)
         child, timer_at_ms, completion = await self._effects_of(invocation_id, append.index, entry, now)
+        crash_point("proxy.append.before_commit")
         result = await rt.store.append(
             invocation_id,
             append.attempt,
@@ -126,6 +128,7 @@ class Callbacks:
         match result.outcome:
             case "appended" | "duplicate":
                 if result.outcome == "appended":
+                    crash_point("proxy.append.after_commit")
                     if timer_at_ms is not None:
                         rt.timers.add(invocation_id, append.index, timer_at_ms)
                     if child is not None and child.run_at_ms is not None:
@@ -232,6 +235,10 @@ class Callbacks:
         """What committing ``entry`` must also do: (callee to start, timer to set, immediate completion)."""
         match entry:
             case Sleep(wake_at_ms=wake_at_ms):
+                if not 0 <= wake_at_ms <= now_ms + MAX_DELAY_MS:
+                    raise BadRequest(
+                        f"sleep at index {index} wakes at {wake_at_ms}, out of range", code="protocol_violation"
+                    )
                 return None, wake_at_ms, None
             case (
                 Call(service=service, handler=handler, key=key, input=raw)
@@ -239,8 +246,8 @@ class Callbacks:
             ):
                 is_call = isinstance(entry, Call)
                 delay_ms = entry.delay_ms if isinstance(entry, Send) else 0
-                if delay_ms < 0:
-                    raise BadRequest(f"send at index {index} has a negative delay", code="protocol_violation")
+                if not 0 <= delay_ms <= MAX_DELAY_MS:
+                    raise BadRequest(f"send at index {index} has a delay out of range", code="protocol_violation")
                 try:
                     value = msgspec.json.decode(raw)
                     caller = await self._invocation(invocation_id)
