@@ -33,7 +33,7 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -105,8 +105,11 @@ class TestEnvironment:
         start: datetime | None = None,
         auto_skip: bool = True,
         retry_max_attempts: int = 5,
+        on_max_attempts: Literal["fail", "pause"] = "fail",
         db_path: str | Path | None = None,
     ) -> None:
+        """``on_max_attempts``: ``"fail"`` (the default here, unlike the proxy's ``"pause"``) makes an
+        invocation whose attempts are used up fail, so a test's call ends instead of waiting for a resume."""
         self.services = list(services)
         self.always_replay = always_replay
         self.start = start or datetime(2030, 1, 1, tzinfo=UTC)
@@ -114,6 +117,7 @@ class TestEnvironment:
             raise ValueError("start must be a timezone-aware datetime")
         self.auto_skip = auto_skip
         self._retry_max_attempts = retry_max_attempts
+        self._on_max_attempts: Literal["fail", "pause"] = on_max_attempts
         self._db_path = Path(db_path) if db_path is not None else None
         self._stack = AsyncExitStack()
         self._runtime: Runtime | None = None
@@ -147,6 +151,7 @@ class TestEnvironment:
             sqlite_synchronous="NORMAL",
             retry_initial_interval_ms=10,
             retry_max_attempts=self._retry_max_attempts,
+            on_max_attempts=self._on_max_attempts,
             # Attempts are in-process and the clock is manual: never abandon one for being "slow".
             inactivity_timeout_ms=10 * 365 * 86_400_000,
             abort_timeout_ms=10 * 365 * 86_400_000,

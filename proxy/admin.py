@@ -11,6 +11,8 @@
 ``PATCH /invocations/{id}/cancel`` cancel: the handler raises at its next step, compensations run,
                                    callees are cancelled too
 ``PATCH /invocations/{id}/kill``   kill: end it and its callees now, without compensation
+``PATCH /invocations/{id}/resume`` resume a paused invocation (its retry policy ran out) with a
+                                   fresh retry budget; 409 if it is not paused
 ``DELETE /invocations/{id}``       ``?mode=cancel`` (default) or ``?mode=kill``, as older Restate clients send
 ``GET  /objects/{service}/{key}``  a virtual object's or workflow's state, lock holder, queue and promises
 ``GET  /health``                   liveness
@@ -81,6 +83,7 @@ def invocation_json(invocation: Invocation) -> dict[str, Any]:
         "parent_index": invocation.parent_index,
         "cancel_requested": invocation.cancel_requested,
         "waiting_on": invocation.waiting_on,
+        "attempts_at_resume": invocation.attempts_at_resume,
     }
 
 
@@ -211,8 +214,27 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             raise Conflict(f"invocation {invocation_id} has already ended", code="already_ended")
         return json_response({"id": invocation_id, "mode": mode, "accepted": True}, 202)
 
+    async def resume_invocation(invocation_id: str) -> Response:
+        outcome, effects = await rt.store.resume(invocation_id, rt.clock.now_ms())
+        if outcome == "not_found":
+            raise NotFound(f"invocation {invocation_id} not found", code="invocation_not_found")
+        if outcome == "not_paused":
+            current = await rt.store.get_invocation(invocation_id)
+            status = "unknown" if current is None else current.status
+            raise Conflict(
+                f"invocation {invocation_id} is {status}, not paused; only a paused invocation can be resumed",
+                code="not_paused",
+            )
+        rt.apply_effects(effects)
+        return json_response({"id": invocation_id, "mode": "resume", "accepted": True}, 202)
+
     async def patch_invocation(request: Request) -> Response:
-        return await stop_invocation(request.path_params["id"], request.path_params["action"])
+        action = request.path_params["action"]
+        if action == "resume":
+            return await resume_invocation(request.path_params["id"])
+        if action not in ("cancel", "kill"):
+            raise BadRequest(f"the action must be cancel, kill or resume, got '{action}'")
+        return await stop_invocation(request.path_params["id"], action)
 
     async def delete_invocation(request: Request) -> Response:
         return await stop_invocation(request.path_params["id"], request.query_params.get("mode", "cancel"))

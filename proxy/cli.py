@@ -3,7 +3,7 @@
     durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070]
     durable-proxy register URI [--admin-url http://127.0.0.1:9070]
     durable-proxy migrate [--db PATH]
-    durable-proxy invocations cancel|kill ID [--admin-url ...]
+    durable-proxy invocations cancel|kill|resume ID [--admin-url ...]
 
 Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
 Commands that talk to the admin API send ``$DURABLE_PROXY_ADMIN_TOKEN`` as a bearer token when it is set.
@@ -44,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default: 32 MiB)")
     serve.add_argument("--inactivity-timeout-ms", type=int, help="abandon a silent attempt after this (default: 60000)")
     serve.add_argument("--abort-timeout-ms", type=int, help="abandon any attempt after this (default: 600000)")
-    serve.add_argument("--retry-max-attempts", type=int, help="attempts before an invocation fails (default: 30)")
+    serve.add_argument("--retry-max-attempts", type=int, help="attempts before pausing or failing (default: 30)")
     serve.add_argument("--retry-initial-interval-ms", type=int, help="first retry delay (default: 100)")
     serve.add_argument("--retry-max-interval-ms", type=int, help="largest retry delay (default: 30000)")
+    serve.add_argument(
+        "--on-max-attempts",
+        choices=["pause", "fail"],
+        help="after the last attempt: pause the invocation for an operator to resume, or fail it (default: pause)",
+    )
     serve.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], help="SQLite durability (default: FULL)")
     serve.add_argument("--signing-key", help="sign requests to handlers with this key (also DURABLE_PROXY_SIGNING_KEY)")
     serve.add_argument("--ingress-token", help="require Authorization: Bearer TOKEN on the ingress")
@@ -66,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (
         ("cancel", "cancel: the handler raises at its next step and runs its compensations; callees too"),
         ("kill", "kill: end the invocation and its callees now, without compensation"),
+        ("resume", "resume a paused invocation: it runs again with a fresh retry budget"),
     ):
         sub = actions.add_parser(action, help=text)
         sub.add_argument("id", help="invocation id (inv_...)")
@@ -104,7 +110,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     names = [
         "db", "host", "port", "admin_host", "admin_port", "advertised_url", "max_body_bytes",
         "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
-        "retry_max_interval_ms", "sqlite_synchronous", "workflow_retention_ms", "signing_key",
+        "retry_max_interval_ms", "on_max_attempts", "sqlite_synchronous", "workflow_retention_ms", "signing_key",
         "ingress_token", "admin_token",
     ]  # fmt: skip
     return Settings.load({name: getattr(args, name, None) for name in names})
@@ -215,7 +221,7 @@ def _invocation_action(args: argparse.Namespace) -> int:
     if status >= 300:
         print(f"durable-proxy: {args.action} failed ({status}): {body.get('message', body)}", file=sys.stderr)
         return 1
-    done = "cancellation requested" if args.action == "cancel" else "killed"
+    done = {"cancel": "cancellation requested", "kill": "killed", "resume": "resumed"}[args.action]
     print(f"{args.id}: {done}")
     return 0
 

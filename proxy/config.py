@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_factor: float = 2.0
     retry_max_interval_ms: int = 30_000
     retry_max_attempts: int = 30
+    #: After the retry policy's last attempt: ``pause`` the invocation (it waits, unfinished, for an
+    #: operator to resume, cancel or kill it) or ``fail`` it with its last error.
+    on_max_attempts: Literal["fail", "pause"] = "pause"
     #: Key that signs every request to handler endpoints (they verify it with ``DURABLE_SIGNING_KEYS``).
     signing_key: str | None = None
     #: When set, ingress clients must send ``Authorization: Bearer <token>``.

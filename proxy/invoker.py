@@ -10,8 +10,9 @@ One attempt, start to end::
 Whatever goes wrong with the handler (refused connection, reset, timeout, a 5xx,
 a body that is not a protocol message) ends the attempt as ``retry`` with an
 error an operator can read, and the next attempt goes to another instance if
-there is one. After the policy's last attempt the invocation ends failed with
-the last error: neither lost nor retried forever.
+there is one. After the policy's last attempt the invocation is paused (it waits,
+unfinished, for an operator to resume it) or, with ``on_max_attempts = "fail"``,
+ends failed with the last error: neither lost nor retried forever.
 
 A handler that waits for something (a sleep, a call, an awakeable) answers
 ``suspended``: the attempt ends and holds nothing. The completion it waits for
@@ -52,6 +53,7 @@ from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 
 from .clock import Clock
 from .config import Settings
+from .crashpoints import crash_point
 from .registry import Registry, describe_http_error
 from .retry import RetryPolicy, next_retry_at
 from .store.base import Claim, CompletionRow, Effects, Invocation, JournalStore, StoredFailure, StoreUnavailable
@@ -203,6 +205,7 @@ class Invoker:
                 claim = await self._durably("claiming", functools.partial(self._claim, invocation_id, endpoint))
                 if claim is None:
                     return
+                crash_point("proxy.claim.after_commit")
                 attempt = claim.invocation.attempt
                 self._running[invocation_id] = _Activity(
                     claim.invocation, attempt, endpoint, self._clock.now_ms(), sum(len(r.entry) for r in claim.journal)
@@ -310,11 +313,24 @@ class Invoker:
             case Retry(failure=failure, retry_after_ms=retry_after_ms):
                 self._log_failure(invocation.id, attempt, failure)
                 self._last_endpoint[invocation.id] = endpoint
-                next_at = next_retry_at(self._policy, attempt, now, retry_after_ms=retry_after_ms)
+                # The policy counts the attempts since the last resume out of "paused" (all of them before one).
+                tries = invocation.attempts_since_resume
+                next_at = next_retry_at(self._policy, tries, now, retry_after_ms=retry_after_ms)
                 last = StoredFailure(code=failure.code, message=failure.message)
-                if next_at is None:
+                if next_at is None and self._settings.on_max_attempts == "pause":
+                    if await self._durably("pausing", lambda: store.pause(invocation.id, attempt, last, now)):
+                        log.warning(
+                            "%s is paused after %d attempts (last error: %s); fix the cause, then resume it:"
+                            " durable-proxy invocations resume %s",
+                            invocation.id,
+                            tries,
+                            failure.message,
+                            invocation.id,
+                        )
+                        return False
+                elif next_at is None:
                     stored = StoredFailure(
-                        code=500, message=f"gave up after {attempt} attempts; last error: {failure.message}"
+                        code=500, message=f"gave up after {tries} attempts; last error: {failure.message}"
                     )
                     effects = await self._durably(
                         "failing", lambda: store.fail(invocation.id, attempt, stored, now, attempt_failure=last)
@@ -325,6 +341,7 @@ class Invoker:
                     self._on_backoff(invocation.id, next_at)
                     return False
         if effects is not None:
+            crash_point("proxy.end.after_commit")
             self._on_effects(effects)
             return False
         log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)

@@ -13,7 +13,8 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     The delay before attempt ``n + 1`` is ``initial_interval_ms * factor ** (n - 1)``,
     capped at ``max_interval_ms``, with up to ``jitter`` of it taken off at random
     so that many invocations failing together do not retry in lockstep. After
-    ``max_attempts`` attempts the invocation ends failed with its last error.
+    ``max_attempts`` attempts (counted since the invocation's last resume) it is
+    paused or ends failed with its last error, as the ``on_max_attempts`` setting says.
     """
 
     initial_interval_ms: int = 100

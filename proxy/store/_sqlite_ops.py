@@ -5,7 +5,7 @@ thread. They are split by concept:
 
 * ``_sqlite_ops`` (this module): rows and reads.
 * ``_sqlite_ops_invocations``: the life of one invocation (create, claim,
-  append, suspend, complete, fail, backoff, abandon).
+  append, suspend, complete, fail, backoff, pause, resume, abandon).
 * ``_sqlite_ops_completions``: completions, timers, and what a write does to
   other invocations (``Effects``).
 * ``_sqlite_ops_cancel``: the cancel and kill cascades.
@@ -38,14 +38,14 @@ from proxy.store.base import (
 )
 
 #: The WHERE term of the partial index ``invocations_unfinished``; a query must repeat it verbatim to use the index.
-UNFINISHED: Final = "status IN ('scheduled', 'queued', 'pending', 'running', 'suspended', 'backing_off')"
+UNFINISHED: Final = "status IN ('scheduled', 'queued', 'pending', 'running', 'suspended', 'backing_off', 'paused')"
 #: The fencing rule: a write on behalf of an attempt lands only while that attempt is the running one.
 CURRENT_ATTEMPT: Final = "id = ? AND status = 'running' AND attempt = ?"
 INVOCATION_COLUMNS: Final = (
     "id, service, handler, key, status, input, headers, deployment_id, idempotency_key, attempt, journal_len,"
     " output, failure_code, failure_message, last_failure_code, last_failure_message, next_run_at_ms,"
     " created_at_ms, modified_at_ms, completed_at_ms, parent_id, parent_index, parent_awaits, cancel_requested,"
-    " waiting_on, exclusive"
+    " waiting_on, exclusive, attempts_at_resume"
 )
 #: Served by the index ``timers_by_due`` alone (it covers the WITHOUT ROWID key), already in due order.
 DUE_TIMERS_SQL: Final = (
@@ -99,6 +99,7 @@ def _invocation(row: sqlite3.Row) -> Invocation:
         cancel_requested=bool(row["cancel_requested"]),
         waiting_on=None if waiting_on is None else _indices_decoder.decode(waiting_on),
         exclusive=bool(row["exclusive"]),
+        attempts_at_resume=row["attempts_at_resume"],
     )
 
 

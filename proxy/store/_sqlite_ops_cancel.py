@@ -56,10 +56,12 @@ def cancel(conn: sqlite3.Connection, invocation_id: str, now_ms: int) -> tuple[C
                 (CANCELLED.code, CANCELLED.message, now_ms, now_ms, member),
             )
             finish(conn, fx, member, None, CANCELLED, now_ms)
-        elif status in ("suspended", "backing_off"):
-            # Must run again now to see the cancellation and compensate.
+        elif status in ("suspended", "backing_off", "paused"):
+            # Must run again now to see the cancellation and compensate. A paused one gets a fresh
+            # retry budget for that, as a resume gives (its attempts were used up).
             conn.execute(
                 "UPDATE invocations SET cancel_requested = 1, status = 'pending', waiting_on = NULL,"
+                " attempts_at_resume = CASE WHEN status = 'paused' THEN attempt ELSE attempts_at_resume END,"
                 " modified_at_ms = ? WHERE id = ?",
                 (now_ms, member),
             )

@@ -34,6 +34,7 @@ from proxy.store.base import (
     InvocationStatus,
     NewInvocation,
     PromiseOp,
+    ResumeOutcome,
     StateOp,
     StoredFailure,
     SuspendOutcome,
@@ -259,6 +260,30 @@ def backoff(
     insert_start_timer(conn, invocation_id, next_run_at_ms)
     close_attempt(conn, invocation_id, attempt, "retry", failure, now_ms)
     return True
+
+
+def pause(conn: sqlite3.Connection, invocation_id: str, attempt: int, failure: StoredFailure, now_ms: int) -> bool:
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'paused', last_failure_code = ?, last_failure_message = ?,"
+        f" next_run_at_ms = NULL, modified_at_ms = ? WHERE {CURRENT_ATTEMPT}",
+        (failure.code, failure.message, now_ms, invocation_id, attempt),
+    ).rowcount
+    if updated == 0:
+        return False
+    close_attempt(conn, invocation_id, attempt, "paused", failure, now_ms)
+    return True
+
+
+def resume(conn: sqlite3.Connection, invocation_id: str, now_ms: int) -> tuple[ResumeOutcome, Effects]:
+    updated = conn.execute(
+        "UPDATE invocations SET status = 'pending', attempts_at_resume = attempt, modified_at_ms = ?"
+        f" WHERE id = ? AND {UNFINISHED} AND status = 'paused'",
+        (now_ms, invocation_id),
+    ).rowcount
+    if updated:
+        return "resumed", Effects(woken=[invocation_id])
+    exists = conn.execute("SELECT 1 FROM invocations WHERE id = ?", (invocation_id,)).fetchone()
+    return ("not_paused" if exists is not None else "not_found"), Effects()
 
 
 def suspend(

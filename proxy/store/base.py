@@ -11,8 +11,16 @@ Invocation lifecycle::
     scheduled ──fire_timer──▶ pending ──claim──▶ running ──complete──▶ completed
                                  ▲                  │  └────fail─────▶ failed
                                  │                  ├──backoff──▶ backing_off ──fire_timer──▶ pending
-                                 │                  └──suspend──▶ suspended ──(a completion it waits on)──▶ pending
+                                 │                  ├──suspend──▶ suspended ──(a completion it waits on)──▶ pending
+                                 │                  └──pause────▶ paused ──resume (operator)──▶ pending
                                  └──── abandon_running (proxy start) ◀── running
+
+``paused`` is where an invocation whose retry policy ran out waits for an
+operator (``on_max_attempts = "pause"``). It has not ended: its callers keep
+waiting, it keeps its key's lock, and ``last_failure`` says why it stopped.
+``resume`` makes it ``pending`` with a fresh retry budget (the policy counts the
+attempts since ``attempts_at_resume``); ``cancel`` does the same with the
+cancellation flag, so its compensations run; ``kill`` ends it.
 
 Completable journal entries (sleep, call, awakeable) get at most one
 completion each, written once: by a timer, by the callee's end, or by the
@@ -40,7 +48,7 @@ from typing import Literal
 import msgspec
 
 InvocationStatus = Literal[
-    "scheduled", "queued", "pending", "running", "suspended", "backing_off", "completed", "failed"
+    "scheduled", "queued", "pending", "running", "suspended", "backing_off", "paused", "completed", "failed"
 ]
 ACTIVE_STATUSES: tuple[InvocationStatus, ...] = (
     "scheduled",
@@ -49,6 +57,7 @@ ACTIVE_STATUSES: tuple[InvocationStatus, ...] = (
     "running",
     "suspended",
     "backing_off",
+    "paused",
 )
 TERMINAL_STATUSES: tuple[InvocationStatus, ...] = ("completed", "failed")
 
@@ -104,6 +113,14 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True):
     #: While ``suspended``: the journal indices whose completion wakes it.
     waiting_on: list[int] | None = None
     exclusive: bool = False
+    #: The value of ``attempt`` when it was last resumed (or cancelled) out of ``paused``;
+    #: the retry policy counts ``attempt - attempts_at_resume``.
+    attempts_at_resume: int = 0
+
+    @property
+    def attempts_since_resume(self) -> int:
+        """The attempts the retry policy counts: those since the last resume (all of them before one)."""
+        return self.attempt - self.attempts_at_resume
 
     @property
     def done(self) -> bool:
@@ -132,6 +149,7 @@ AppendOutcome = Literal["appended", "duplicate", "fenced", "gap", "conflict", "n
 SuspendOutcome = Literal["suspended", "resume", "fenced"]
 CompleteEntryOutcome = Literal["completed", "already_completed", "not_found"]
 CancelOutcome = Literal["requested", "already_done", "not_found"]
+ResumeOutcome = Literal["resumed", "not_paused", "not_found"]
 
 
 class CompletionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -307,7 +325,7 @@ class JournalStore(abc.ABC):
         """Start a new attempt: ``pending`` (or ``backing_off``, dropping its timer) -> ``running``, attempt + 1.
 
         Clears ``waiting_on``; returns the journal and every completion. None when
-        the invocation is not claimable (scheduled, running, suspended, ended or unknown).
+        the invocation is not claimable (scheduled, queued, running, suspended, paused, ended or unknown).
         """
 
     @abc.abstractmethod
@@ -383,6 +401,21 @@ class JournalStore(abc.ABC):
         """``running`` -> ``backing_off`` with a start timer at ``next_run_at_ms``; False if fenced."""
 
     @abc.abstractmethod
+    async def pause(self, invocation_id: str, attempt: int, failure: StoredFailure, now_ms: int) -> bool:
+        """``running`` -> ``paused`` after the retry policy's last attempt; False if fenced.
+
+        ``failure`` (what the attempt failed with) becomes ``last_failure`` and is
+        recorded on the attempt, whose outcome is ``paused``. The invocation does not
+        end: nothing is reported to its callers, it keeps its key's lock and its timers.
+        """
+
+    @abc.abstractmethod
+    async def resume(self, invocation_id: str, now_ms: int) -> tuple[ResumeOutcome, Effects]:
+        """``paused`` -> ``pending`` (listed in ``effects.woken``), with a fresh retry budget:
+        ``attempts_at_resume`` becomes the current ``attempt`` (the counter itself goes on).
+        ``not_paused`` for an invocation in any other status, ``not_found`` for an unknown one."""
+
+    @abc.abstractmethod
     async def suspend(self, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int) -> SuspendOutcome:
         """End the attempt waiting for any of ``waiting_on`` to be completed.
 
@@ -430,8 +463,9 @@ class JournalStore(abc.ABC):
         """Ask an invocation, and the callees of its calls (recursively), to cancel.
 
         An invocation that never started (``scheduled``, or ``pending`` at attempt
-        0) ends failed at once with 409 "cancelled". A ``suspended`` or
-        ``backing_off`` one becomes ``pending`` to run its compensations. A
+        0) ends failed at once with 409 "cancelled". A ``suspended``,
+        ``backing_off`` or ``paused`` one becomes ``pending`` to run its
+        compensations (a paused one with a fresh retry budget, as ``resume``). A
         ``running`` one gets the flag, which its next append or await reports.
         """
 

@@ -58,6 +58,7 @@ from proxy.store.base import (
     KeyStatus,
     NewInvocation,
     PromiseOp,
+    ResumeOutcome,
     ServiceRow,
     StateOp,
     StoredFailure,
@@ -263,6 +264,12 @@ class SQLiteStore(JournalStore):
         return await self._write(
             lambda conn: invocations.backoff(conn, invocation_id, attempt, failure, next_run_at_ms, now_ms)
         )
+
+    async def pause(self, invocation_id: str, attempt: int, failure: StoredFailure, now_ms: int) -> bool:
+        return await self._write(lambda conn: invocations.pause(conn, invocation_id, attempt, failure, now_ms))
+
+    async def resume(self, invocation_id: str, now_ms: int) -> tuple[ResumeOutcome, Effects]:
+        return await self._write(lambda conn: invocations.resume(conn, invocation_id, now_ms))
 
     async def suspend(self, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int) -> SuspendOutcome:
         if any(index < 0 for index in waiting_on):

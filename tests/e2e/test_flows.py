@@ -196,7 +196,9 @@ async def test_after_the_last_attempt_the_invocation_fails_with_the_last_error(t
     async def run(ctx: Context) -> str:
         raise ValueError("database is down")
 
-    async with running(tmp_path / "p.db", [svc], retry_initial_interval_ms=1, retry_max_attempts=3) as h:
+    async with running(
+        tmp_path / "p.db", [svc], retry_initial_interval_ms=1, retry_max_attempts=3, on_max_attempts="fail"
+    ) as h:
         response = await h.ingress.post("/Broken/run")
         assert response.status_code == 500
         message = response.json()["message"]

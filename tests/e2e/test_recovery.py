@@ -77,7 +77,9 @@ async def test_a_journal_mismatch_is_shown_and_does_not_advance_the_invocation(t
         await ctx.run("confirm", lambda: 2)
         return "done"
 
-    async with running(tmp_path / "p.db", [svc], retry_initial_interval_ms=5, retry_max_attempts=4) as h:
+    async with running(
+        tmp_path / "p.db", [svc], retry_initial_interval_ms=5, retry_max_attempts=4, on_max_attempts="fail"
+    ) as h:
         sent = await h.ingress.post("/Changing/run/send")
         invocation_id = sent.json()["invocationId"]
         found = await h.wait_for(invocation_id, lambda i: i["status"] == "failed")
@@ -176,7 +178,12 @@ async def test_a_handler_answering_garbage_is_a_protocol_error_on_the_attempt(tm
         await response(scope, receive, send)
 
     async with open_runtime(
-        tmp_path / "p.db", garbage_app, _Forward(), retry_initial_interval_ms=1, retry_max_attempts=2
+        tmp_path / "p.db",
+        garbage_app,
+        _Forward(),
+        retry_initial_interval_ms=1,
+        retry_max_attempts=2,
+        on_max_attempts="fail",
     ) as h:
         assert (await h.admin.post("/deployments", json={"uri": "http://handlers"})).status_code == 201
         response = await h.ingress.post("/Bad/run")

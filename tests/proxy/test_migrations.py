@@ -432,3 +432,93 @@ def test_the_schema_keeps_promises_and_queue_order_honest(conn: sqlite3.Connecti
     assert conn.execute("SELECT seq FROM key_queue").fetchall() == [(2,)]
     with pytest.raises(sqlite3.IntegrityError):  # a lock is held by an existing invocation
         conn.execute("INSERT INTO key_locks (service, key, holder_id) VALUES ('s', 'k', 'nobody')")
+
+
+async def test_0004_upgrades_a_version_3_database_with_its_data(
+    db: Path, conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate_to(conn, 3, monkeypatch)
+    conn.execute("PRAGMA foreign_keys = ON")
+    indices_v3 = dict(
+        conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'invocations' AND sql IS NOT NULL"
+        ).fetchall()
+    )
+    # An exclusive invocation running on a key, one queued behind it, a retrying one and an ended one.
+    insert_v1_invocation(
+        conn, "holder", "running", 1_000, key="k1", exclusive=1, attempt=2, journal_len=1, cancel_requested=1
+    )
+    conn.execute(
+        "INSERT INTO journal (invocation_id, idx, kind, name, attempt, entry, created_at_ms)"
+        " VALUES ('holder', 0, 'run', 'step', 1, x'41', 1100)"
+    )
+    conn.executemany(
+        "INSERT INTO attempts (invocation_id, attempt, endpoint, started_at_ms, ended_at_ms, outcome, failure_code,"
+        " failure_message) VALUES ('holder', ?, 'http://h1', ?, ?, ?, ?, ?)",
+        [(1, 1001, 1002, "retry", 500, "boom"), (2, 1003, None, None, None, None)],
+    )
+    insert_v1_invocation(conn, "waiter", "queued", 2_000, key="k1", exclusive=1)
+    conn.execute("INSERT INTO key_locks (service, key, holder_id) VALUES ('greeter', 'k1', 'holder')")
+    conn.execute("INSERT INTO key_queue (service, key, invocation_id) VALUES ('greeter', 'k1', 'waiter')")
+    conn.execute("INSERT INTO state (service, key, name, value) VALUES ('greeter', 'k1', 'count', x'31')")
+    insert_v1_invocation(
+        conn, "retrying", "backing_off", 3_000, attempt=1, next_run_at_ms=9_000, last_failure_code=503,
+        last_failure_message="down",
+    )  # fmt: skip
+    conn.execute("INSERT INTO timers (invocation_id, idx, due_at_ms) VALUES ('retrying', -1, 9000)")
+    insert_v1_invocation(conn, "done", "completed", 4_000, attempt=1, output=b'"hi"', completed_at_ms=4_001)
+    rowids = conn.execute("SELECT rowid, id FROM invocations ORDER BY rowid").fetchall()
+
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert current_version(conn) == latest_version() >= 4
+        assert conn.execute("SELECT rowid, id FROM invocations ORDER BY rowid").fetchall() == rowids
+        holder = await store.get_invocation("holder")
+        assert holder is not None
+        assert (holder.status, holder.key, holder.exclusive, holder.attempt, holder.cancel_requested) == (
+            "running",
+            "k1",
+            True,
+            2,
+            True,
+        )
+        assert (holder.attempts_at_resume, holder.attempts_since_resume) == (0, 2)  # no resume yet: all count
+        assert [(r.index, r.entry) for r in await store.get_journal("holder")] == [(0, b"A")]
+        assert [(a.attempt, a.outcome) for a in await store.get_attempts("holder")] == [(1, "retry"), (2, None)]
+        status = await store.key_status("greeter", "k1")
+        assert (status.lock_holder, status.queue, status.state) == ("holder", ["waiter"], {"count": b"1"})
+        assert await store.due_timers(100_000, 10) == [TimerRow(invocation_id="retrying", index=-1, due_at_ms=9_000)]
+        assert [i.id for i in await store.list_invocations()] == ["done", "retrying", "waiter", "holder"]
+        assert [i.id for i in await store.list_invocations(status="queued")] == ["waiter"]
+
+        # The old rows take the new verbs: the running holder pauses (keeping its key) and resumes.
+        assert await store.pause("holder", 2, StoredFailure(code=500, message="still boom"), 5_000)
+        assert [i.id for i in await store.list_invocations(status="paused")] == ["holder"]
+        assert [a.outcome for a in await store.get_attempts("holder")] == ["retry", "paused"]
+        assert (await store.key_status("greeter", "k1")).lock_holder == "holder"
+        assert await store.resume("holder", 5_100) == ("resumed", Effects(woken=["holder"]))
+        resumed = await store.get_invocation("holder")
+        assert resumed is not None and (resumed.status, resumed.attempts_at_resume) == ("pending", 2)
+        assert await store.list_runnable() == ["holder"]
+
+        def schema(conn: sqlite3.Connection) -> tuple[int, dict[str, str], list[str], list[tuple[object, ...]]]:
+            foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+            indices = dict(
+                conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'invocations'"
+                    " AND sql IS NOT NULL"
+                ).fetchall()
+            )
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return foreign_keys, indices, tables, [tuple(r) for r in conn.execute("PRAGMA foreign_key_check")]
+
+        foreign_keys, indices, tables, dangling = await store.writer.run(schema)
+        assert (foreign_keys, dangling) == (1, [])
+        assert "invocations_new" not in tables and "attempts_new" not in tables
+        # Every index of the invocations table is back; only the unfinished one changed, gaining 'paused'.
+        assert set(indices) == set(indices_v3)
+        assert {name for name in indices if indices[name] != indices_v3[name]} == {"invocations_unfinished"}
+        assert "'backing_off', 'paused')" in indices["invocations_unfinished"]
+    finally:
+        await store.close()
