@@ -17,6 +17,7 @@ from datetime import timedelta
 import httpx
 import msgspec
 
+from ._crashpoints import crash_point
 from .errors import _AttemptFailed, _AttemptFenced
 from .protocol import (
     INVOKE_CONTENT_TYPE,
@@ -94,6 +95,7 @@ class CallbackClient:
             else:
                 status = response.status_code
                 if status == 200:
+                    crash_point("sdk.append.after_send")
                     return self._acked(response, request.index)
                 if status in _FENCED_STATUSES:
                     raise _AttemptFenced(f"the proxy refused the append (HTTP {status}): {_describe(response)}")

@@ -21,6 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import msgspec
 
 from ._attempt import Attempt
+from ._crashpoints import crash_point
 from .context import RunOptions
 from .errors import (
     InputError,
@@ -152,6 +153,7 @@ async def _execute(
         # Earlier steps still running are not waited for, so concurrent steps stay concurrent.
         await attempt.appended_before(index)
     tries = 1
+    crash_point("sdk.step.before_run")
     while True:
         try:
             with running_step(StepInfo(attempt.invocation_id, index, name, tries)):
@@ -174,6 +176,7 @@ async def _execute(
                 raise TerminalError(message) from exc
         await asyncio.sleep(options.backoff(tries - 1))
         tries += 1
+    crash_point("sdk.step.after_run")
     encoded, result = _round_trip(name, codec, value)
     await attempt.append(index, Run(name=name, result=msgspec.Raw(encoded)))
     return result

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from ._attempt import Attempt
 from ._callback import CallbackClient
+from ._crashpoints import crash_point
 from ._keyed_context import new_context
 from ._replay import Journal, active, describe, mismatch_detail
 from .clock import Clock, SystemClock
@@ -322,4 +323,5 @@ class Endpoint:
             message = f"'{service_name}/{handler_name}' is a handler of a {noun}: the request needs a key"
             return _error(400, "bad_request", message)
         response = await run_attempt(definition, invoke, self._settings)
+        crash_point("sdk.response.before_send")
         return Response(json_encoder.encode(response), media_type=INVOKE_CONTENT_TYPE)

@@ -45,6 +45,7 @@ from starlette.types import Receive, Scope, Send
 from handler_sdk.protocol import parse_awakeable_id
 
 from .auth import check_bearer
+from .crashpoints import crash_point
 from .errors import (
     BadRequest,
     Conflict,
@@ -253,6 +254,8 @@ class Ingress:
                         code="idempotency_conflict",
                     ) from None
             invocation = created.invocation
+            if created.created:
+                crash_point("proxy.submit.after_commit")
             if created.created and run_at_ms is not None:
                 rt.timers.add(invocation.id, -1, run_at_ms)
             elif invocation.status == "pending":

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 
 from .clock import Clock
+from .crashpoints import crash_point
 from .store.base import Effects, JournalStore
 
 log = logging.getLogger("durable_proxy.timers")
@@ -102,6 +103,7 @@ class TimerService:
             while self._heap and self._heap[0][0] <= now:
                 due, invocation_id, index = heapq.heappop(self._heap)
                 self._queued.discard((invocation_id, index))
+                crash_point("proxy.timer.before_fire")
                 try:
                     effects = await self._store.fire_timer(invocation_id, index, now)
                 except Exception:
