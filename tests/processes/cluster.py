@@ -50,10 +50,17 @@ class Process:
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (``wait_ready`` does), so several can boot at once."""
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 self.args, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def wait_ready(self) -> None:
         wait_until(self._ready, f"{self.name} to become healthy (log: {self.log})")
 
     def _ready(self) -> bool:
@@ -61,6 +68,16 @@ class Process:
         if self.popen.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.log.read_text()[-3000:]}")
         return _healthy(self.health_url)
+
+    def exited(self) -> bool:
+        """The process has ended (it was started, and is not running now)."""
+        return self.popen is not None and self.popen.poll() is not None
+
+    def restart(self) -> None:
+        """Start the process again after it died (or was killed), with the same arguments and environment."""
+        assert self.popen is not None
+        self.popen.wait(timeout=10)
+        self.start()
 
     @property
     def pid(self) -> int:
@@ -103,6 +120,7 @@ class Cluster:
         expect_service: str = "OrderService",
         service_env: dict[str, str] | None = None,
         prefix: str = "/durable",
+        proxy_env: dict[str, str] | None = None,
     ) -> None:
         self.expect_service = expect_service
         self.workdir = workdir
@@ -113,11 +131,13 @@ class Cluster:
         self.port = free_port()
         self.admin_port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        #: The environment of the CLI commands the cluster runs (``register``).
+        self.env = env
         self.proxy = Process(
             "proxy",
             [sys.executable, "-m", "proxy", "serve", "--db", str(self.db), "--port", str(self.port),
              "--admin-port", str(self.admin_port), "--retry-initial-interval-ms", "50", *(proxy_args or [])],
-            env,
+            {**env, **(proxy_env or {})},
             workdir / "proxy.log",
             f"http://127.0.0.1:{self.admin_port}/health",
         )  # fmt: skip
@@ -162,14 +182,16 @@ class Cluster:
         return self.services[i].health_url.removesuffix("/health")
 
     def start(self) -> None:
-        self.proxy.start()
-        for service in self.services:
-            service.start()
+        processes = [self.proxy, *self.services]
+        for process in processes:
+            process.spawn()
+        for process in processes:
+            process.wait_ready()
         for i in range(len(self.services)):
             result = subprocess.run(
                 [sys.executable, "-m", "proxy", "register", self.service_uri(i), "--admin-url", self.admin],
                 cwd=ROOT,
-                env=self.proxy.env,
+                env=self.env,
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -208,8 +230,9 @@ def cluster(
     expect_service: str = "OrderService",
     service_env: dict[str, str] | None = None,
     prefix: str = "/durable",
+    proxy_env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
-    c = Cluster(workdir, instances, proxy_args, app, expect_service, service_env, prefix)
+    c = Cluster(workdir, instances, proxy_args, app, expect_service, service_env, prefix, proxy_env)
     try:
         c.start()
         yield c
