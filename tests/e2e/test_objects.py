@@ -275,8 +275,12 @@ async def test_a_shared_handler_cannot_write_state() -> None:
         return "wrote"
 
     async with TestEnvironment([sneaky], retry_max_attempts=2) as env:
-        with pytest.raises(InvocationFailed):
-            await env.call("Sneaky", "write", key="k")
+        invocation_id = await env.send("Sneaky", "write", key="k")
+        await env.advance(timedelta(seconds=1))  # past the retry backoff
+        found = await env.invocation(invocation_id)
+        assert found["status"] in ("failed", "paused"), "its attempts ran out, it never completed"
+        assert "has no attribute 'set'" in found["last_failure"]["message"]
+        assert found["journal"] == []
         assert (await object_view(env, "Sneaky", "k"))["state"] == {}
 
 
@@ -378,3 +382,87 @@ async def test_the_admin_view_of_a_key() -> None:
         assert "Front is a service" in response.json()["message"]
         response = await env.admin.get("/objects/Nope/k")
         assert response.status_code == 404
+
+
+# --------------------------------------------------------------------------- the queue and the lifecycle
+
+
+async def test_a_cancelled_or_killed_queued_invocation_leaves_the_queue() -> None:
+    async with TestEnvironment([box]) as env:
+        holder = await env.send("Box", "hold", "busy", key="A")
+        await env.settle()
+        first, cancelled, killed, last = [await env.send("Box", "append", f"a{n}", key="A") for n in range(4)]
+        await env.settle()
+        await env.cancel(cancelled)
+        await env.kill(killed)
+        await env.settle()
+        assert (await object_view(env, "Box", "A"))["queue"] == [first, last]
+        for invocation_id in (cancelled, killed):
+            with pytest.raises(InvocationFailed) as failed:
+                await env.attach(invocation_id)
+            assert failed.value.status_code == 409
+            assert (await env.invocation(invocation_id))["attempts"] == [], "it never ran"
+        await env.kill(holder)
+        assert await env.attach(last) == ["a0", "a3"]
+        view = await object_view(env, "Box", "A")
+        assert (view["lock_holder"], view["queue"]) == (None, [])
+
+
+async def test_a_delayed_send_takes_the_lock_only_when_it_is_due() -> None:
+    async with TestEnvironment([box]) as env:
+        response = await env.ingress.post("/Box/A/append/send?delay=1h", json="later")
+        assert response.status_code == 202
+        delayed = response.json()["invocationId"]
+        view = await object_view(env, "Box", "A")
+        assert (view["lock_holder"], view["queue"]) == (None, [])
+        assert await env.call("Box", "append", "now", key="A") == ["now"]
+        assert env.now() - env.start < timedelta(hours=1)
+        assert await env.attach(delayed) == ["now", "later"]
+        assert env.now() - env.start >= timedelta(hours=1)
+
+
+async def test_idempotency_keys_are_per_object_key() -> None:
+    async with TestEnvironment([box]) as env:
+        headers = {"idempotency-key": "once"}
+        first = await env.ingress.post("/Box/A/append/send", json="x", headers=headers)
+        again = await env.ingress.post("/Box/A/append/send", json="x", headers=headers)
+        other_key = await env.ingress.post("/Box/B/append/send", json="x", headers=headers)
+        assert (first.json()["status"], again.json()["status"], other_key.json()["status"]) == (
+            "Accepted",
+            "PreviouslyAccepted",
+            "Accepted",
+        )
+        assert again.json()["invocationId"] == first.json()["invocationId"]
+        assert other_key.json()["invocationId"] != first.json()["invocationId"]
+        call = await env.call("Box", "append", "x", key="A", idempotency_key="once")
+        assert call == ["x"], "a call with the key attaches to the invocation it names"
+        assert await env.call("Box", "snapshot", key="A") == {"items": ["x"]}
+        assert await env.call("Box", "snapshot", key="B") == {"items": ["x"]}
+        conflict = await env.ingress.post("/Box/A/append", json="y", headers=headers)
+        assert conflict.status_code == 422
+
+
+@box.handler()
+async def append_and_look(ctx: ObjectContext, item: str) -> dict[str, Any]:
+    """An exclusive handler calling a shared handler of its own key: shared handlers never wait for the lock."""
+    ctx.set("items", [*(await ctx.get("items", type_hint=list[str]) or []), item])
+    return await ctx.object_call(snapshot, ctx.key())
+
+
+@box.handler()
+async def copy_to(ctx: ObjectContext, other: str) -> list[str]:
+    """Append this key's items to another key of the same object, through an exclusive call."""
+    items = await ctx.get("items", type_hint=list[str]) or []
+    result: list[str] = []
+    for item in items:
+        result = await ctx.object_call(append, other, item)
+    return result
+
+
+@REPLAY
+async def test_handlers_call_their_own_key_shared_and_other_keys_exclusive(always_replay: bool) -> None:
+    async with TestEnvironment([box], always_replay=always_replay) as env:
+        assert await env.call("Box", "append_and_look", "a", key="A") == {"items": ["a"]}
+        assert await env.call("Box", "append_and_look", "b", key="A") == {"items": ["a", "b"]}
+        assert await env.call("Box", "copy_to", "B", key="A") == ["a", "b"]
+        assert await env.call("Box", "snapshot", key="B") == {"items": ["a", "b"]}

@@ -136,30 +136,27 @@ def test_100_concurrent_increments_of_one_key_survive_a_proxy_kill(tmp_path: Pat
         pacer = Pacer()
         with ThreadPoolExecutor(max_workers=N) as pool:
             futures = [pool.submit(submit, c, pacer, n) for n in range(N)]
-            # Kill -9 the proxy once about a third of the increments completed, with sends in flight.
-            while True:
-                completed = len([i for i in invocations(c, "completed") if i["handler"] == "increment"])
-                pacer.update(completed)
-                if completed >= N // 3:
-                    break
-                assert not any(f.done() and f.exception() for f in futures), [f.exception() for f in futures]
-                time.sleep(0.02)
-            c.proxy.kill9()
-            pacer.kill()
-            # Every submission has tried once: the ones released now hit the dead proxy.
-            wait_until(lambda: pacer.first_tries == N, "every submission to try once", 60)
-            c.proxy.start()
-            pacer.restarted.set()
+            try:
+                # Kill -9 the proxy once about a third of the increments completed, with sends in flight.
+                while True:
+                    completed = len([i for i in invocations(c, "completed") if i["handler"] == "increment"])
+                    pacer.update(completed)
+                    if completed >= N // 3:
+                        break
+                    assert not any(f.done() and f.exception() for f in futures), [f.exception() for f in futures]
+                    time.sleep(0.02)
+                c.proxy.kill9()
+                pacer.kill()
+                # Every submission has tried once: the ones let go now hit the dead proxy.
+                wait_until(lambda: pacer.first_tries == N, "every submission to try once", 60)
+                c.proxy.start()
+            finally:
+                pacer.kill()  # on a failure, let every submission finish at once
+                pacer.restarted.set()
             submissions = [f.result(timeout=120) for f in futures]
 
-        print(
-            "DEBUG lost",
-            sum(s.lost > 0 for s in submissions),
-            [s.status for s in submissions if s.lost].count("PreviouslyAccepted"),
-            "completed at kill",
-            pacer.completed,
-        )
-        assert sum(s.lost > 0 for s in submissions) >= N - (N // 3 + AHEAD) - 10, "sends were lost in the kill"
+        # The ones not let go before the kill went to the dead proxy: their answers were lost, and they were resent.
+        assert all(s.lost for s in submissions if s.n > completed + AHEAD)
         assert all(s.status in ("Accepted", "PreviouslyAccepted") for s in submissions)
         ids = {s.invocation_id for s in submissions}
         assert len(ids) == N, "one invocation per idempotency key"
@@ -175,7 +172,6 @@ def test_100_concurrent_increments_of_one_key_survive_a_proxy_kill(tmp_path: Pat
         assert len(listed) == N, "no resend created a second invocation"
         assert {i["id"] for i in listed} == ids
         assert {i["status"] for i in listed} == {"completed"}
-        assert any(len(c.invocation(i)["attempts"]) > 1 for i in ids) or any(s.lost for s in submissions)
 
         view = object_view(c, "Counter", "hot")
         assert view["state"] == {"n": N}, "no lost and no doubled update"
@@ -197,7 +193,6 @@ def test_100_concurrent_increments_of_one_key_survive_a_proxy_kill(tmp_path: Pat
         assert sorted(v for _, v in applied) == list(range(N))
         assert {k.rsplit(":", 1)[0] for k, _ in applied} == ids
         executions = ledger.execute("SELECT count(*) FROM executions WHERE object_key = 'hot'").fetchone()[0]
-        print("DEBUG executions", executions, "multi-attempt", sum(len(c.invocation(i)["attempts"]) > 1 for i in ids))
         assert executions >= N
 
         shown = cli(c, "objects", "show", "Counter", "hot")
