@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["POINTS", "crash_point"]
+__all__ = ["POINTS", "CrashPoints", "crash_point"]
 
 #: Every point of the SDK, with where it sits.
 POINTS: dict[str, str] = {
@@ -36,42 +36,53 @@ POINTS: dict[str, str] = {
 _FOREIGN_PREFIX = "proxy."
 
 
-def _armed_from(value: str) -> dict[str, None]:
-    """The points of this package armed by ``DURABLE_CRASH_POINTS=value``; ``ValueError`` on an unknown name."""
-    armed: dict[str, None] = {}
-    for raw in value.split(","):
-        name = raw.strip()
-        if not name or name.startswith(_FOREIGN_PREFIX):
-            continue
-        if name not in POINTS:
-            known = ", ".join(POINTS)
-            raise ValueError(f"DURABLE_CRASH_POINTS names an unknown crash point {name!r}; the SDK's are: {known}")
-        armed[name] = None
-    return armed
+class CrashPoints:
+    """The armed points of one package (the proxy has its own instance, with its own names)."""
 
+    def __init__(self, points: dict[str, str], *, foreign_prefix: str, owner: str) -> None:
+        self.points = points
+        self.foreign_prefix = foreign_prefix
+        self.owner = owner
+        self.armed = self.armed_from(os.environ.get("DURABLE_CRASH_POINTS", ""))
+        self.once_dir = os.environ.get("DURABLE_CRASH_ONCE_DIR") or None
 
-_ARMED = _armed_from(os.environ.get("DURABLE_CRASH_POINTS", ""))
-_ONCE_DIR = os.environ.get("DURABLE_CRASH_ONCE_DIR") or None
+    def armed_from(self, value: str) -> dict[str, None]:
+        """The points armed by ``DURABLE_CRASH_POINTS=value``; ``ValueError`` on an unknown name."""
+        armed: dict[str, None] = {}
+        for raw in value.split(","):
+            name = raw.strip()
+            if not name or name.startswith(self.foreign_prefix):
+                continue
+            if name not in self.points:
+                known = ", ".join(self.points)
+                raise ValueError(
+                    f"DURABLE_CRASH_POINTS names an unknown crash point {name!r}; {self.owner} are: {known}"
+                )
+            armed[name] = None
+        return armed
 
+    def crash_point(self, name: str) -> None:
+        """Kill this process with SIGKILL here if ``name`` is armed (and has not fired yet)."""
+        if name in self.armed:
+            self._fire(name)
 
-def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL here if ``name`` is armed (and has not fired yet)."""
-    if name in _ARMED:
-        _fire(name)
-
-
-def _fire(name: str) -> None:
-    try:
-        del _ARMED[name]  # once per process
-    except KeyError:
-        return  # another thread took it
-    if _ONCE_DIR is not None:
-        os.makedirs(_ONCE_DIR, exist_ok=True)
+    def _fire(self, name: str) -> None:
         try:
-            fd = os.open(os.path.join(_ONCE_DIR, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return  # it fired before, here or in another process
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-    os.write(2, f"crash point {name}: killing pid {os.getpid()} with SIGKILL\n".encode())
-    os.kill(os.getpid(), signal.SIGKILL)
+            del self.armed[name]  # once per process
+        except KeyError:
+            return  # another thread took it
+        if self.once_dir is not None:
+            os.makedirs(self.once_dir, exist_ok=True)
+            try:
+                fd = os.open(os.path.join(self.once_dir, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return  # it fired before, here or in another process
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+        os.write(2, f"crash point {name}: killing pid {os.getpid()} with SIGKILL\n".encode())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_SDK = CrashPoints(POINTS, foreign_prefix=_FOREIGN_PREFIX, owner="the SDK's")
+crash_point = _SDK.crash_point
+_armed_from = _SDK.armed_from

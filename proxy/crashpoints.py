@@ -20,8 +20,7 @@ The points are listed, with their meaning, in docs/operations.md.
 
 from __future__ import annotations
 
-import os
-import signal
+from handler_sdk._crashpoints import CrashPoints
 
 __all__ = ["POINTS", "crash_point"]
 
@@ -37,43 +36,6 @@ POINTS: dict[str, str] = {
 #: Names of the other package (checked by its own module).
 _FOREIGN_PREFIX = "sdk."
 
-
-def _armed_from(value: str) -> dict[str, None]:
-    """The points of this package armed by ``DURABLE_CRASH_POINTS=value``; ``ValueError`` on an unknown name."""
-    armed: dict[str, None] = {}
-    for raw in value.split(","):
-        name = raw.strip()
-        if not name or name.startswith(_FOREIGN_PREFIX):
-            continue
-        if name not in POINTS:
-            known = ", ".join(POINTS)
-            raise ValueError(f"DURABLE_CRASH_POINTS names an unknown crash point {name!r}; the proxy's are: {known}")
-        armed[name] = None
-    return armed
-
-
-_ARMED = _armed_from(os.environ.get("DURABLE_CRASH_POINTS", ""))
-_ONCE_DIR = os.environ.get("DURABLE_CRASH_ONCE_DIR") or None
-
-
-def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL here if ``name`` is armed (and has not fired yet)."""
-    if name in _ARMED:
-        _fire(name)
-
-
-def _fire(name: str) -> None:
-    try:
-        del _ARMED[name]  # once per process
-    except KeyError:
-        return  # another thread took it
-    if _ONCE_DIR is not None:
-        os.makedirs(_ONCE_DIR, exist_ok=True)
-        try:
-            fd = os.open(os.path.join(_ONCE_DIR, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return  # it fired before, here or in another process
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-    os.write(2, f"crash point {name}: killing pid {os.getpid()} with SIGKILL\n".encode())
-    os.kill(os.getpid(), signal.SIGKILL)
+_PROXY = CrashPoints(POINTS, foreign_prefix=_FOREIGN_PREFIX, owner="the proxy's")
+crash_point = _PROXY.crash_point
+_armed_from = _PROXY.armed_from
