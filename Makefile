@@ -40,3 +40,12 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache durable-proxy.db*
+
+## make chaos: the CI chaos run: 300+ random programs while 30+ kill -9s and SIGSTOPs hit the processes (< 3 min)
+chaos: $(STAMP)
+	$(BIN)/pytest tests/chaos/test_chaos.py -m chaos -q -s
+
+## make soak N=5000: a longer chaos run that prints its figures (also SEED=, KILLS=, SECONDS=, REPORT=file.json)
+soak: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --invocations $(or $(N),5000) --seed $(or $(SEED),1) \
+		--kills $(or $(KILLS),100) --max-seconds $(or $(SECONDS),3600) $(if $(REPORT),--report $(REPORT))
