@@ -313,7 +313,7 @@ class Invoker:
             case Retry(failure=failure, retry_after_ms=retry_after_ms):
                 self._log_failure(invocation.id, attempt, failure)
                 self._last_endpoint[invocation.id] = endpoint
-                # The policy counts the attempts since the last resume out of "paused" (all of them before one).
+                # The policy counts consecutive failed attempts: those since the last suspension or resume.
                 tries = invocation.attempts_since_resume
                 next_at = next_retry_at(self._policy, tries, now, retry_after_ms=retry_after_ms)
                 last = StoredFailure(code=failure.code, message=failure.message)

@@ -304,8 +304,11 @@ def suspend(
         ).fetchone()
         is not None
     )
+    # An attempt that ends suspended made progress: the retry budget starts again after it, so
+    # only consecutive failed attempts count against the retry policy.
     conn.execute(
-        f"UPDATE invocations SET status = ?, waiting_on = ?, modified_at_ms = ? WHERE {CURRENT_ATTEMPT}",
+        "UPDATE invocations SET status = ?, waiting_on = ?, attempts_at_resume = attempt, modified_at_ms = ?"
+        f" WHERE {CURRENT_ATTEMPT}",
         ("pending" if resume else "suspended", None if resume else indices, now_ms, invocation_id, attempt),
     )
     close_attempt(conn, invocation_id, attempt, "resumed" if resume else "suspended", None, now_ms)

@@ -19,7 +19,8 @@ Invocation lifecycle::
 operator (``on_max_attempts = "pause"``). It has not ended: its callers keep
 waiting, it keeps its key's lock, and ``last_failure`` says why it stopped.
 ``resume`` makes it ``pending`` with a fresh retry budget (the policy counts the
-attempts since ``attempts_at_resume``); ``cancel`` does the same with the
+attempts since ``attempts_at_resume``, which a suspension also moves on, so only
+consecutive failed attempts count); ``cancel`` does the same with the
 cancellation flag, so its compensations run; ``kill`` ends it.
 
 Completable journal entries (sleep, call, awakeable) get at most one
@@ -113,13 +114,14 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True):
     #: While ``suspended``: the journal indices whose completion wakes it.
     waiting_on: list[int] | None = None
     exclusive: bool = False
-    #: The value of ``attempt`` when it was last resumed (or cancelled) out of ``paused``;
-    #: the retry policy counts ``attempt - attempts_at_resume``.
+    #: The value of ``attempt`` when its retry budget last started again: when an attempt ended
+    #: suspended (it made progress), or when it was resumed (or cancelled) out of ``paused``.
+    #: The retry policy counts ``attempt - attempts_at_resume``: consecutive failed attempts.
     attempts_at_resume: int = 0
 
     @property
     def attempts_since_resume(self) -> int:
-        """The attempts the retry policy counts: those since the last resume (all of them before one)."""
+        """The attempts the retry policy counts: those since the last suspension or resume."""
         return self.attempt - self.attempts_at_resume
 
     @property
