@@ -23,9 +23,14 @@ are ``msgspec.Raw``: the proxy stores and forwards their bytes untouched.
 from __future__ import annotations
 
 import hashlib
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
 
 import msgspec
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+T = TypeVar("T")
 
 PROTOCOL_VERSION: Final = 1
 MIN_PROTOCOL_VERSION: Final = 1
@@ -50,7 +55,8 @@ def parse_content_type_version(content_type: str | None) -> int | None:
     if not (media.startswith(prefix) and media.endswith(suffix)):
         return None
     digits = media[len(prefix) : -len(suffix)]
-    return int(digits) if digits.isdigit() else None
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses, and no version has 10 digits.
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 10 else None
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -248,7 +254,7 @@ def parse_awakeable_id(value: str) -> tuple[str, int] | None:
     if not value.startswith("awk_"):
         return None
     body, _, index = value[4:].rpartition("_")
-    if not body or not index.isdigit() or len(index) > 9:
+    if not body or not (index.isascii() and index.isdigit()) or len(index) > 9:
         return None
     return "inv_" + body, int(index)
 
@@ -394,13 +400,105 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 
 # --------------------------------------------------------------------------- codecs
 
+
+class Decoder(Generic[T]):
+    """A ``msgspec.json.Decoder`` whose only failure is ``msgspec.DecodeError``.
+
+    msgspec raises ``RecursionError`` for JSON nested deeper than the interpreter's
+    recursion limit allows, and ``UnicodeDecodeError`` for a string that is not
+    UTF-8. What a peer sends must never become an internal error of the side that
+    reads it, so those are reported as the invalid input they are.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, decoder: msgspec.json.Decoder[T]) -> None:
+        self._decoder = decoder
+
+    def decode(self, data: Buffer | str) -> T:
+        try:
+            return self._decoder.decode(data)
+        except RecursionError:
+            raise msgspec.DecodeError("JSON nested too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"JSON is malformed: a string is not UTF-8 ({exc.reason})") from None
+
+
+#: The deepest nesting of arrays and objects in a JSON value that the proxy takes from a client or a
+#: handler and turns into Python values (a handler's input, an awakeable's result, a call's input).
+#: Far below the interpreter's recursion limit, so that anything accepted can be validated against a
+#: recursive schema and encoded again without a ``RecursionError``.
+MAX_JSON_DEPTH: Final = 100
+
+
+class ValueDecoder(Decoder[object]):
+    """Any JSON value, nested at most ``MAX_JSON_DEPTH`` deep; ``msgspec.DecodeError`` otherwise."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(msgspec.json.Decoder())
+
+    def decode(self, data: Buffer | str) -> object:
+        value = super().decode(data)
+        # Fewer brackets than the limit cannot nest deeper than it: no walk (the common case).
+        if _brackets(data) > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+            raise msgspec.DecodeError(f"JSON nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects")
+        return value
+
+
+def _brackets(data: Buffer | str) -> int:
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    raw = data if isinstance(data, bytes) else bytes(data)
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep in ``value`` (without recursing)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+class ManifestDecoder(Decoder[Manifest]):
+    """A ``Manifest`` whose schemas nest at most ``MAX_JSON_DEPTH`` deep; ``msgspec.DecodeError`` otherwise."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(msgspec.json.Decoder(Manifest))
+
+    def decode(self, data: Buffer | str) -> Manifest:
+        manifest = super().decode(data)
+        if _brackets(data) > MAX_JSON_DEPTH:
+            for service in manifest.services:
+                for handler in service.handlers:
+                    for schema in (handler.input_schema, handler.output_schema):
+                        if _deeper_than(schema, MAX_JSON_DEPTH):
+                            raise msgspec.DecodeError(
+                                f"the schema of {service.name}/{handler.name} is nested too deeply: "
+                                f"at most {MAX_JSON_DEPTH} levels of arrays and objects"
+                            )
+        return manifest
+
+
 json_encoder: Final = msgspec.json.Encoder()
-entry_decoder: Final = msgspec.json.Decoder(JournalEntry)
-manifest_decoder: Final = msgspec.json.Decoder(Manifest)
-invoke_request_decoder: Final = msgspec.json.Decoder(InvokeRequest)
-invoke_response_decoder: Final = msgspec.json.Decoder(InvokeResponse)
-append_request_decoder: Final = msgspec.json.Decoder(AppendRequest)
-append_ack_decoder: Final = msgspec.json.Decoder(AppendAck)
-await_request_decoder: Final = msgspec.json.Decoder(AwaitRequest)
-await_response_decoder: Final = msgspec.json.Decoder(AwaitResponse)
-error_body_decoder: Final = msgspec.json.Decoder(ErrorBody)
+#: Any JSON value (a handler's input or output, a step's result), at most ``MAX_JSON_DEPTH`` deep.
+json_value_decoder: Final[Decoder[object]] = ValueDecoder()
+entry_decoder: Final[Decoder[JournalEntry]] = Decoder(msgspec.json.Decoder(JournalEntry))
+manifest_decoder: Final = ManifestDecoder()
+invoke_request_decoder: Final = Decoder(msgspec.json.Decoder(InvokeRequest))
+invoke_response_decoder: Final[Decoder[InvokeResponse]] = Decoder(msgspec.json.Decoder(InvokeResponse))
+append_request_decoder: Final = Decoder(msgspec.json.Decoder(AppendRequest))
+append_ack_decoder: Final = Decoder(msgspec.json.Decoder(AppendAck))
+await_request_decoder: Final = Decoder(msgspec.json.Decoder(AwaitRequest))
+await_response_decoder: Final = Decoder(msgspec.json.Decoder(AwaitResponse))
+error_body_decoder: Final = Decoder(msgspec.json.Decoder(ErrorBody))

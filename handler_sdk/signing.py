@@ -89,7 +89,7 @@ class SignatureVerifier:
         for part in rest.split(","):
             name, _, value = part.partition("=")
             fields[name.strip()] = value.strip()
-        if version.strip() != "v1" or not {"t", "kid", "sig"} <= fields.keys() or not fields["t"].isdigit():
+        if version.strip() != "v1" or not {"t", "kid", "sig"} <= fields.keys() or not _is_timestamp(fields["t"]):
             raise SignatureError(f"malformed {SIGNATURE_HEADER} header")
         key = self._keys.get(fields["kid"])
         if key is None:
@@ -101,8 +101,14 @@ class SignatureVerifier:
                 f"(the window is {self._window_ms // 1000} s)"
             )
         expected = _mac(key, _payload(method, path, timestamp, body))
-        if not hmac.compare_digest(expected, fields["sig"]):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a mismatch).
+        if not hmac.compare_digest(expected.encode(), fields["sig"].encode()):
             raise SignatureError("the signature does not match the request")
+
+
+def _is_timestamp(text: str) -> bool:
+    """Unix milliseconds in ASCII digits (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def keys_from_env(variable: str = "DURABLE_SIGNING_KEYS") -> list[str]:

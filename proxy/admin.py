@@ -176,7 +176,10 @@ def create_admin_app(runtime: Runtime) -> Starlette:
         if status is not None and status not in _STATUSES:
             raise BadRequest(f"status must be one of {', '.join(_STATUSES)}, got '{status}'")
         limit_text = request.query_params.get("limit", "100")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (
+            limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 4 and 1 <= int(limit_text) <= 1000
+        ):
             raise BadRequest(f"limit must be a number from 1 to 1000, got '{limit_text}'")
         rows = await rt.store.list_invocations(status=status, limit=int(limit_text))  # type: ignore[arg-type]
         return json_response({"invocations": [invocation_json(i) for i in rows]})

@@ -58,10 +58,12 @@ from .errors import (
 from .http import json_response, read_body
 from .invoker import to_completion
 from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure
-from .submission import MAX_DELAY_MS, WORKFLOW_RUN_KEY, new_invocation
+from .submission import MAX_DELAY_MS, WORKFLOW_RUN_KEY, new_invocation, parse_input
 
 #: Trace context a callee inherits from its caller (W3C trace context and baggage).
 _PROPAGATED_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
+#: What the store keeps in an integer column (SQLite's INTEGER).
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: The longest an ``/await`` callback holds the request.
 _MAX_AWAIT_MS = 30_000
 
@@ -210,10 +212,16 @@ class Callbacks:
             case PeekPromise(name=name):
                 promise_op = PromiseOp(op="peek", name=name)
             case CompletePromise(name=name, value=value, failure=failure):
+                if failure is not None and not _INT64_MIN <= failure.code <= _INT64_MAX:
+                    raise BadRequest(
+                        f"entry {index}: failure code {failure.code} is out of range", code="protocol_violation"
+                    )
                 stored = None if failure is None else StoredFailure(code=failure.code, message=failure.message)
                 promise_op = PromiseOp(op="complete", name=name, value=None if stored else bytes(value), failure=stored)
             case _:
                 return None, None
+        if state_op is not None and state_op.op != "clear_all" and not state_op.name:
+            raise BadRequest(f"entry {index} ({entry_kind(entry)}) has no state name", code="protocol_violation")
         invocation = await self._invocation(invocation_id)
         if invocation.key is None:
             raise BadRequest(
@@ -249,7 +257,7 @@ class Callbacks:
                 if not 0 <= delay_ms <= MAX_DELAY_MS:
                     raise BadRequest(f"send at index {index} has a delay out of range", code="protocol_violation")
                 try:
-                    value = msgspec.json.decode(raw)
+                    value = parse_input(bytes(raw))
                     caller = await self._invocation(invocation_id)
                     child = new_invocation(
                         self._rt.registry,

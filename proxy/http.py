@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from handler_sdk.protocol import ErrorBody, json_encoder
+from handler_sdk.protocol import ErrorBody, json_encoder, json_value_decoder
 
 from .errors import BadRequest, PayloadTooLarge, ProxyError
 
@@ -32,7 +32,13 @@ def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or ``PayloadTooLarge`` as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # ASCII digits only (str.isdigit() also takes "²"); past 18 digits it is over any limit, and int() may refuse it.
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 18 or int(declared) > limit)
+    ):
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -46,7 +52,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def decode_json(body: bytes, what: str = "request body") -> Any:
     try:
-        return msgspec.json.decode(body)
+        return json_value_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
 

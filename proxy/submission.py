@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from handler_sdk.protocol import json_value_decoder
+
 from .errors import BadRequest
 from .registry import Registry
 from .store.base import NewInvocation
@@ -23,7 +25,7 @@ def parse_input(body: bytes) -> Any:
     if not body.strip():
         return None
     try:
-        return msgspec.json.decode(body)
+        return json_value_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 

@@ -23,4 +23,5 @@ class TokenSigner:
         return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
     def verify(self, invocation_id: str, attempt: int, token: str) -> bool:
-        return hmac.compare_digest(self.token(invocation_id, attempt), token)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a mismatch).
+        return hmac.compare_digest(self.token(invocation_id, attempt).encode(), token.encode())
