@@ -302,7 +302,7 @@ class Invoker:
                     "completing", lambda: store.complete(invocation.id, attempt, bytes(output), now)
                 )
             case Failed(failure=failure):
-                stored = StoredFailure(code=failure.code, message=failure.message)
+                stored = StoredFailure(code=_code(failure.code), message=failure.message)
                 effects = await self._durably("failing", lambda: store.fail(invocation.id, attempt, stored, now))
             case Suspended(waiting_on=waiting_on):
                 outcome = await self._durably(
@@ -316,7 +316,7 @@ class Invoker:
                 # The policy counts consecutive failed attempts: those since the last suspension or resume.
                 tries = invocation.attempts_since_resume
                 next_at = next_retry_at(self._policy, tries, now, retry_after_ms=retry_after_ms)
-                last = StoredFailure(code=failure.code, message=failure.message)
+                last = StoredFailure(code=_code(failure.code), message=failure.message)
                 if next_at is None and self._settings.on_max_attempts == "pause":
                     if await self._durably("pausing", lambda: store.pause(invocation.id, attempt, last, now)):
                         log.warning(
@@ -368,6 +368,11 @@ class Invoker:
             log.warning("attempt %d of %s failed: %s\n%s", attempt, invocation_id, failure.message, failure.stacktrace)
         else:
             log.warning("attempt %d of %s failed: %s", attempt, invocation_id, failure.message)
+
+
+def _code(code: int) -> int:
+    """A handler's failure code as stored: an HTTP-like 100..999, anything else becomes 500."""
+    return code if 100 <= code <= 999 else 500
 
 
 def random_seed(invocation_id: str) -> int:
