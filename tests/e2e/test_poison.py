@@ -91,8 +91,10 @@ async def test_a_poison_invocation_pauses_and_completes_after_the_fix_and_a_resu
         for _ in range(5):
             other = await h.ingress.post("/Poison/ping")
             assert other.status_code == 200 and other.json() == "pong"
-        # Nothing retries it, and its client is still waiting: it has not ended.
-        await asyncio.sleep(0.1)
+        # Nothing will retry it (no timer, no attempt task), and its client is still waiting: it has not ended.
+        timers = await h.runtime.store.due_timers(2**62, 1_000)
+        assert invocation_id not in {t.invocation_id for t in timers}
+        assert h.runtime.invoker.running_attempt(invocation_id) is None
         assert (await h.invocation(invocation_id))["attempt"] == 3
         assert not attached.done()
         assert (await h.ingress.get(f"/restate/output/{invocation_id}")).status_code == 470
