@@ -1,7 +1,7 @@
 """``make run``: the proxy on its embedded SQLite database, the order service beside it,
 registered, with a curl line to try. Ctrl-C stops both.
 
-Ports can be moved with PROXY_PORT, ADMIN_PORT and SERVICE_PORT.
+Ports can be moved with PROXY_PORT, ADMIN_PORT, CALLBACK_PORT and SERVICE_PORT.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def main() -> int:
     env = {**os.environ, "ORDER_LEDGER": str(RUN_DIR / "shop.db")}
     proxy = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--db", str(RUN_DIR / "durable-proxy.db"),
-         "--port", str(proxy_port), "--admin-port", str(admin_port)],
+         "--port", str(proxy_port), "--admin-port", str(admin_port),
+         "--callback-port", os.environ.get("CALLBACK_PORT", "9071")],
         env=env,
     )  # fmt: skip
     service = subprocess.Popen(

@@ -19,6 +19,7 @@ import msgspec
 
 from ._crashpoints import crash_point
 from .errors import _AttemptFailed, _AttemptFenced
+from .httpclient import HTTPClient, HTTPError, URLError
 from .protocol import (
     INVOKE_CONTENT_TYPE,
     PROTOCOL_VIOLATION,
@@ -40,16 +41,32 @@ _FENCED_STATUSES = frozenset({403, 404, 409})
 _AWAIT_GRACE = 5.0
 
 
-def _describe(response: httpx.Response) -> str:
+def _describe(status: int, content: bytes) -> str:
     """The message of an ``ErrorBody`` answer, or a short excerpt of whatever came back."""
     try:
-        return error_body_decoder.decode(response.content).message
+        return error_body_decoder.decode(content).message
     except msgspec.DecodeError:
-        return response.text[:200] or response.reason_phrase
+        return content[:200].decode("utf-8", "replace") or f"HTTP {status}"
+
+
+class _BadURL(Exception):
+    """The callback URL cannot be used at all."""
+
+
+class _Unreachable(Exception):
+    """No answer came back from the proxy."""
+
+
+_HEADERS = (("content-type", INVOKE_CONTENT_TYPE),)
 
 
 class CallbackClient:
-    """Posts appends and waits over one shared keep-alive connection pool."""
+    """Posts appends and waits over keep-alive connections to the proxy.
+
+    The connections belong to the event loop that opened them, so they are
+    opened lazily and again when the loop changes. ``transport`` routes the
+    requests through an httpx transport instead (tests pass an in-process one).
+    """
 
     def __init__(
         self,
@@ -59,20 +76,37 @@ class CallbackClient:
     ) -> None:
         self._transport = transport
         self._deadline = deadline.total_seconds()
-        self._client: httpx.AsyncClient | None = None
+        self._client: HTTPClient | httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _http(self) -> httpx.AsyncClient:
-        # Created lazily: the ASGI app may be built before any event loop runs, and
-        # a pool is tied to the loop that opened its connections.
+    def _http(self) -> HTTPClient | httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(transport=self._transport)
+            self._client = HTTPClient() if self._transport is None else httpx.AsyncClient(transport=self._transport)
             self._loop = loop
         return self._client
 
+    async def _post(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """POST ``body``: the answer's status and content."""
+        client = self._http()
+        if isinstance(client, HTTPClient):
+            try:
+                response = await client.post(url, body, _HEADERS, timeout=timeout)
+            except URLError as exc:
+                raise _BadURL(f"bad callback URL: {exc}") from None
+            except HTTPError as exc:
+                raise _Unreachable(f"{type(exc).__name__}: {exc}") from None
+            return response.status, response.body
+        try:
+            answer = await client.post(url, content=body, headers=dict(_HEADERS), timeout=timeout)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise _BadURL(f"bad callback URL {url!r}: {exc}") from None
+        except httpx.TransportError as exc:
+            raise _Unreachable(f"{type(exc).__name__}: {exc}") from None
+        return answer.status_code, answer.content
+
     async def aclose(self) -> None:
-        """Close the connection pool; a later append opens a new one."""
+        """Close the connections; a later append opens new ones."""
         client, self._client, self._loop = self._client, None, None
         if client is not None:
             await client.aclose()
@@ -80,29 +114,27 @@ class CallbackClient:
     async def append(self, url: str, request: AppendRequest) -> AppendAck:
         """Send ``request`` and return the proxy's acknowledgement that it is committed."""
         body = json_encoder.encode(request)
-        headers = {"content-type": INVOKE_CONTENT_TYPE}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._deadline
         backoff = _FIRST_BACKOFF
         while True:
             remaining = max(deadline - loop.time(), 0.001)
             try:
-                response = await self._http().post(url, content=body, headers=headers, timeout=remaining)
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise _AttemptFenced(f"bad callback URL {url!r}: {exc}", code=PROTOCOL_VIOLATION) from None
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                status, content = await self._post(url, body, remaining)
+            except _BadURL as exc:
+                raise _AttemptFenced(str(exc), code=PROTOCOL_VIOLATION) from None
+            except _Unreachable as exc:
+                problem = str(exc)
             else:
-                status = response.status_code
                 if status == 200:
                     crash_point("sdk.append.after_send")
-                    return self._acked(response, request.index)
+                    return self._acked(content, request.index)
                 if status in _FENCED_STATUSES:
-                    raise _AttemptFenced(f"the proxy refused the append (HTTP {status}): {_describe(response)}")
+                    raise _AttemptFenced(f"the proxy refused the append (HTTP {status}): {_describe(status, content)}")
                 if status < 500:
-                    message = f"unexpected HTTP {status} to an append: {_describe(response)}"
+                    message = f"unexpected HTTP {status} to an append: {_describe(status, content)}"
                     raise _AttemptFenced(message, code=PROTOCOL_VIOLATION)
-                problem = f"HTTP {status}: {_describe(response)}"
+                problem = f"HTTP {status}: {_describe(status, content)}"
             remaining = deadline - loop.time()
             if remaining <= 0:
                 message = (
@@ -121,30 +153,30 @@ class CallbackClient:
         superseded fences the attempt, as for an append.
         """
         body = json_encoder.encode(request)
-        headers = {"content-type": INVOKE_CONTENT_TYPE}
         timeout = request.timeout_ms / 1000 + _AWAIT_GRACE
         try:
-            response = await self._http().post(url, content=body, headers=headers, timeout=timeout)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise _AttemptFenced(f"bad callback URL {url!r}: {exc}", code=PROTOCOL_VIOLATION) from None
-        except httpx.TransportError:
+            status, content = await self._post(url, body, timeout)
+        except _BadURL as exc:
+            raise _AttemptFenced(str(exc), code=PROTOCOL_VIOLATION) from None
+        except _Unreachable:
             return None
-        status = response.status_code
         if status in _FENCED_STATUSES:
-            raise _AttemptFenced(f"the proxy refused the wait (HTTP {status}): {_describe(response)}")
+            raise _AttemptFenced(f"the proxy refused the wait (HTTP {status}): {_describe(status, content)}")
         if status >= 500:
             return None
         if status != 200:
-            raise _AttemptFenced(f"unexpected HTTP {status} to a wait: {_describe(response)}", code=PROTOCOL_VIOLATION)
+            raise _AttemptFenced(
+                f"unexpected HTTP {status} to a wait: {_describe(status, content)}", code=PROTOCOL_VIOLATION
+            )
         try:
-            return await_response_decoder.decode(response.content)
+            return await_response_decoder.decode(content)
         except msgspec.DecodeError as exc:
             raise _AttemptFenced(f"malformed AwaitResponse: {exc}", code=PROTOCOL_VIOLATION) from None
 
     @staticmethod
-    def _acked(response: httpx.Response, index: int) -> AppendAck:
+    def _acked(content: bytes, index: int) -> AppendAck:
         try:
-            ack = append_ack_decoder.decode(response.content)
+            ack = append_ack_decoder.decode(content)
         except msgspec.DecodeError as exc:
             raise _AttemptFenced(f"malformed AppendAck: {exc}", code=PROTOCOL_VIOLATION) from None
         if ack.index != index:

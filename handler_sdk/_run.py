@@ -14,6 +14,7 @@ import asyncio
 import collections.abc
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, get_args, get_origin, get_type_hints
@@ -64,6 +65,22 @@ def _declared_result(fn: Callable[..., Any]) -> Any:
 def _result_codec(fn: Callable[..., Any], type_hint: Any) -> Codec[Any]:
     if type_hint is not None:
         return codec_for(type_hint)
+    # Reading the type hints is the dearest part of a step's own bookkeeping, and steps reuse their
+    # functions: remember the codec for as long as the function lives.
+    try:
+        codec = _declared_codecs.get(fn)
+    except TypeError:  # not weakly referenceable, or unhashable: work it out each time
+        return _codec_of(fn)
+    if codec is None:
+        codec = _codec_of(fn)
+        _declared_codecs[fn] = codec
+    return codec
+
+
+_declared_codecs: weakref.WeakKeyDictionary[Callable[..., Any], Codec[Any]] = weakref.WeakKeyDictionary()
+
+
+def _codec_of(fn: Callable[..., Any]) -> Codec[Any]:
     try:
         return codec_for(_declared_result(fn))
     except TypeError:  # an annotation JSON cannot express: fall back to plain JSON

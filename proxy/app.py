@@ -23,6 +23,7 @@ from .clock import Clock, SystemClock
 from .config import Settings
 from .ingress import Ingress
 from .invoker import Invoker
+from .outbound import Outbound
 from .registry import Registry
 from .signals import CompletionSignals
 from .store import open_store
@@ -43,7 +44,7 @@ class Runtime:
         settings: Settings,
         store: JournalStore,
         clock: Clock,
-        client: httpx.AsyncClient,
+        client: Outbound,
         signer: TokenSigner,
         callback_base: str,
     ) -> None:
@@ -85,11 +86,7 @@ class Runtime:
         """Open the store, recover in-flight invocations, and run until the block exits."""
         store = store if store is not None else open_store(settings.db, synchronous=settings.sqlite_synchronous)
         await store.open()
-        client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout_ms / 1000),
-            limits=httpx.Limits(max_connections=settings.max_concurrent_attempts, max_keepalive_connections=100),
-        )
+        client = Outbound(connect_timeout=settings.connect_timeout_ms / 1000, transport=transport)
         try:
             runtime = cls(
                 settings=settings,

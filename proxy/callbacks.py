@@ -19,8 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send as ASGISend
 
 from handler_sdk.protocol import (
     AppendAck,
@@ -31,6 +30,7 @@ from handler_sdk.protocol import (
     CompletePromise,
     Completion,
     Entry,
+    ErrorBody,
     GetPromise,
     PeekPromise,
     Send,
@@ -41,6 +41,7 @@ from handler_sdk.protocol import (
     callee_invocation_id,
     entry_decoder,
     entry_kind,
+    json_encoder,
     parse_content_type_version,
 )
 
@@ -53,11 +54,12 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     ProxyError,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
-from .http import json_response, read_body
+from .http import read_asgi_body
 from .invoker import to_completion
-from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure
+from .store.base import CompletionRow, Invocation, NewInvocation, PromiseOp, StateOp, StoredFailure, StoreUnavailable
 from .submission import MAX_DELAY_MS, WORKFLOW_RUN_KEY, new_invocation, parse_input
 
 #: Trace context a callee inherits from its caller (W3C trace context and baggage).
@@ -73,32 +75,71 @@ if TYPE_CHECKING:
 log = logging.getLogger("durable_proxy.callbacks")
 
 
+def error_answer(error: ProxyError) -> tuple[int, bytes]:
+    return error.status_code, json_encoder.encode(ErrorBody(code=error.code, message=error.message))
+
+
 class Callbacks:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         #: Appends refused because their attempt was superseded (for operators and tests).
         self.fenced_appends = 0
 
-    async def handle(self, request: Request, parts: list[str]) -> Response:
-        if len(parts) != 5 or parts[1] != "v1" or parts[2] != "invocations" or parts[4] not in ("journal", "await"):
-            raise NotFound(f"no callback route for {request.url.path}")
-        if request.method != "POST":
+    async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
+        """Serve one callback request that came to the ingress port, straight on ASGI."""
+        content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+        try:
+            invocation_id, verb = self.route(scope["method"], scope["path"], content_type)
+            body = await read_asgi_body(scope, receive, self._rt.settings.max_body_bytes)
+        except ProxyError as exc:
+            status, payload = error_answer(exc)
+        else:
+            status, payload = await self.respond(invocation_id, verb, body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def route(self, method: str, path: str, content_type: str | None) -> tuple[str, str]:
+        """(invocation id, ``journal`` or ``await``) of a callback request, checked before its body is read."""
+        parts = path.split("/")  # "", "_durable", "v1", "invocations", id, verb (ids need no decoding)
+        if (
+            len(parts) != 6
+            or parts[1] != "_durable"
+            or parts[2] != "v1"
+            or parts[3] != "invocations"
+            or parts[5] not in ("journal", "await")
+        ):
+            raise NotFound(f"no callback route for {path[:200]}")
+        if method != "POST":
             raise MethodNotAllowed("use POST on callback routes")
-        version = parse_content_type_version(request.headers.get("content-type"))
-        if version != 1:
-            raise UnsupportedMediaType(
-                f"content-type '{request.headers.get('content-type')}' is not a protocol version this proxy speaks (1)"
-            )
-        body = await read_body(request, self._rt.settings.max_body_bytes)
-        if parts[4] == "journal":
-            return await self._append(parts[3], body)
-        return await self._await(parts[3], body)
+        if parse_content_type_version(content_type) != 1:
+            raise UnsupportedMediaType(f"content-type '{content_type}' is not a protocol version this proxy speaks (1)")
+        return parts[4], parts[5]
+
+    async def respond(self, invocation_id: str, verb: str, body: bytes) -> tuple[int, bytes]:
+        """The status and JSON body answering an append or a wait."""
+        try:
+            if verb == "journal":
+                return 200, json_encoder.encode(await self._append(invocation_id, body))
+            return 200, json_encoder.encode(await self._await(invocation_id, body))
+        except ProxyError as exc:
+            return error_answer(exc)
+        except StoreUnavailable as exc:
+            return error_answer(ServiceUnavailable(f"{exc}; nothing was recorded, try again later"))
 
     def _authorise(self, invocation_id: str, attempt: int, token: str) -> None:
         if not self._rt.signer.verify(invocation_id, attempt, token):
             raise Forbidden(f"the token does not authorise attempt {attempt} of {invocation_id}")
 
-    async def _append(self, invocation_id: str, body: bytes) -> Response:
+    async def _append(self, invocation_id: str, body: bytes) -> AppendAck:
         rt = self._rt
         try:
             append = append_request_decoder.decode(body)
@@ -139,12 +180,11 @@ class Callbacks:
                 rt.invoker.touch(
                     invocation_id, append.attempt, len(append.entry) if result.outcome == "appended" else 0
                 )
-                ack = AppendAck(
+                return AppendAck(
                     index=append.index,
                     cancelled=result.cancel_requested,
                     completion=None if result.completion is None else to_completion(result.completion),
                 )
-                return json_response(ack)
             case "fenced":
                 self.fenced_appends += 1
                 log.warning(
@@ -288,7 +328,7 @@ class Callbacks:
                 return child, None, None
         return None, None, None
 
-    async def _await(self, invocation_id: str, body: bytes) -> Response:
+    async def _await(self, invocation_id: str, body: bytes) -> AwaitResponse:
         rt = self._rt
         try:
             request = await_request_decoder.decode(body)
@@ -315,8 +355,7 @@ class Callbacks:
                 if rows or invocation.cancel_requested or remaining <= 0:
                     rt.invoker.touch(invocation_id, request.attempt)
                     completions: list[Completion] = [to_completion(row) for row in rows]
-                    response = AwaitResponse(completions=completions, cancelled=invocation.cancel_requested)
-                    return json_response(response)
+                    return AwaitResponse(completions=completions, cancelled=invocation.cancel_requested)
                 try:
                     await asyncio.wait_for(event.wait(), remaining)
                 except TimeoutError:

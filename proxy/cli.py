@@ -1,6 +1,6 @@
 """``durable-proxy``: run the proxy and talk to its admin API.
 
-    durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070]
+    durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070] [--callback-port 9071]
     durable-proxy register URI [--admin-url http://127.0.0.1:9070]
     durable-proxy migrate [--db PATH]
     durable-proxy invocations cancel|kill|resume ID [--admin-url ...]
@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="ingress port (default: 8080)")
     serve.add_argument("--admin-host", help="admin API address (default: 127.0.0.1)")
     serve.add_argument("--admin-port", type=int, help="admin API port (default: 9070)")
-    serve.add_argument("--advertised-url", help="base URL handlers use to reach this proxy (default: http://HOST:PORT)")
+    serve.add_argument("--callback-port", type=int, help="port handlers report their steps to (default: 9071)")
+    serve.add_argument(
+        "--advertised-url", help="base URL handlers use to reach this proxy (default: http://HOST:CALLBACK_PORT)"
+    )
     serve.add_argument("--max-body-bytes", type=int, help="largest accepted request body (default: 32 MiB)")
     serve.add_argument("--inactivity-timeout-ms", type=int, help="abandon a silent attempt after this (default: 60000)")
     serve.add_argument("--abort-timeout-ms", type=int, help="abandon any attempt after this (default: 600000)")
@@ -108,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace) -> Settings:
     names = [
-        "db", "host", "port", "admin_host", "admin_port", "advertised_url", "max_body_bytes",
+        "db", "host", "port", "admin_host", "admin_port", "callback_port", "advertised_url", "max_body_bytes",
         "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
         "retry_max_interval_ms", "on_max_attempts", "sqlite_synchronous", "workflow_retention_ms", "signing_key",
         "ingress_token", "admin_token",
@@ -118,7 +121,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only when the protocol says TCP.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -139,24 +143,35 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ingress_sock = _bind(settings.host, settings.port)
     admin_sock = _bind(settings.admin_host, settings.admin_port)
+    callback_sock = _bind(settings.host, settings.callback_port)
     try:
         import uvloop  # optional speedup
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(_serve_async(settings, ingress_sock, admin_sock, args.log_level))
+    runner(_serve_async(settings, ingress_sock, admin_sock, callback_sock, args.log_level))
     return 0
 
 
-async def _serve_async(settings: Settings, ingress_sock: socket.socket, admin_sock: socket.socket, level: str) -> None:
+async def _serve_async(
+    settings: Settings,
+    ingress_sock: socket.socket,
+    admin_sock: socket.socket,
+    callback_sock: socket.socket,
+    level: str,
+) -> None:
     import uvicorn
 
     from .app import PortDispatcher, Runtime
+    from .callback_server import CallbackServer
 
     ingress_port = ingress_sock.getsockname()[1]
     admin_port = admin_sock.getsockname()[1]
-    async with Runtime.open(settings, callback_base=settings.callback_base(ingress_port)) as runtime:
+    callback_port = callback_sock.getsockname()[1]
+    async with Runtime.open(settings, callback_base=settings.callback_base(callback_port)) as runtime:
+        callback_server = CallbackServer(runtime.callbacks, settings.max_body_bytes)
+        await callback_server.start(callback_sock)
         config = uvicorn.Config(
             PortDispatcher(runtime, admin_port),
             lifespan="off",
@@ -167,15 +182,20 @@ async def _serve_async(settings: Settings, ingress_sock: socket.socket, admin_so
         )
         server = uvicorn.Server(config)
         logging.getLogger("durable_proxy").info(
-            "durable-proxy %s: ingress on %s:%d, admin on %s:%d, database %s",
+            "durable-proxy %s: ingress on %s:%d, admin on %s:%d, callbacks on %s:%d, database %s",
             __version__,
             settings.host,
             ingress_port,
             settings.admin_host,
             admin_port,
+            settings.host,
+            callback_port,
             settings.db,
         )
-        await server.serve(sockets=[ingress_sock, admin_sock])
+        try:
+            await server.serve(sockets=[ingress_sock, admin_sock])
+        finally:
+            await callback_server.close()
 
 
 def _admin_request(method: str, url: str, body: Any = None) -> tuple[int, Any]:

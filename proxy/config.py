@@ -31,7 +31,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     port: int = 8080
     admin_host: str = "127.0.0.1"
     admin_port: int = 9070
-    #: Base URL handlers use to reach this proxy's callback endpoint; defaults to http://host:port.
+    #: Where handlers report their steps (a dedicated listener on ``host``; 0 picks a free port).
+    callback_port: int = 9071
+    #: Base URL handlers use to reach this proxy's callbacks; defaults to http://host:callback_port.
     advertised_url: str | None = None
     #: Largest request body the ingress and the callback endpoint accept.
     max_body_bytes: int = 32 * 1024 * 1024
@@ -83,6 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        for name in ("port", "admin_port", "callback_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535")
         if self.max_concurrent_attempts < 1:
             raise ValueError("max_concurrent_attempts must be at least 1")
         self.retry_policy()  # validates the retry settings
@@ -108,7 +113,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{bound_port if bound_port is not None else self.port}"
+        return f"http://{host}:{bound_port if bound_port is not None else self.callback_port}"
 
     def __repr__(self) -> str:  # never print secrets in logs or errors
         hidden = {"signing_key", "ingress_token", "admin_token"}

@@ -50,6 +50,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The body of an ASGI request, or ``PayloadTooLarge`` as soon as it passes ``limit`` bytes."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            # ASCII digits only; past 18 digits it is over any limit, and int() may refuse it.
+            if value.isdigit() and (len(value) > 18 or int(value) > limit):
+                raise PayloadTooLarge(f"request body of {value.decode()} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadRequest("the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def decode_json(body: bytes, what: str = "request body") -> Any:
     try:
         return json_value_decoder.decode(body)

@@ -95,6 +95,9 @@ class Ingress:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"].startswith("/_durable/"):
+            await self._rt.callbacks(scope, receive, send)  # authorised by the attempt's token
+            return
         request = Request(scope, receive)
         try:
             response = await self._route(request)
@@ -107,8 +110,6 @@ class Ingress:
     async def _route(self, request: Request) -> Response:
         parts = _segments(request)
         method = request.method
-        if parts[:1] == ["_durable"]:
-            return await self._rt.callbacks.handle(request, parts)  # authorised by the attempt's token
         if parts != ["restate", "health"]:
             check_bearer(request, self._rt.settings.ingress_token)
         if parts[:1] == ["restate"]:
@@ -243,7 +244,13 @@ class Ingress:
         waiter = None if send else rt.waiters.register(new.id)
         try:
             try:
-                created = await rt.store.create_invocation(new, now)
+                # A new invocation that can start at once is claimed in the same commit that creates it.
+                endpoint = (
+                    rt.registry.pick_endpoint(new.deployment_id)
+                    if run_at_ms is None and rt.invoker.can_start_now()
+                    else None
+                )
+                created = await rt.store.create_invocation(new, now, claim_endpoint=endpoint)
             except IdempotencyConflict as conflict:
                 if info.workflow_run:  # the workflow exists: attach to its run, as Restate does
                     created = Created(invocation=conflict.existing, created=False)
@@ -258,6 +265,8 @@ class Ingress:
                 crash_point("proxy.submit.after_commit")
             if created.created and run_at_ms is not None:
                 rt.timers.add(invocation.id, -1, run_at_ms)
+            elif created.claim is not None and endpoint is not None:
+                rt.invoker.start_claimed(created.claim, endpoint)
             elif invocation.status == "pending":
                 rt.invoker.schedule(invocation.id, deployment_id=invocation.deployment_id)
             if send:

@@ -31,7 +31,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import httpx
 import msgspec
 
 from handler_sdk.protocol import (
@@ -54,6 +53,7 @@ from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 from .clock import Clock
 from .config import Settings
 from .crashpoints import crash_point
+from .outbound import HTTPError, Outbound, Response
 from .registry import Registry, describe_http_error
 from .retry import RetryPolicy, next_retry_at
 from .store.base import Claim, CompletionRow, Effects, Invocation, JournalStore, StoredFailure, StoreUnavailable
@@ -95,7 +95,7 @@ class Invoker:
         store: JournalStore,
         registry: Registry,
         clock: Clock,
-        client: httpx.AsyncClient,
+        client: Outbound,
         settings: Settings,
         signer: TokenSigner,
         callback_base: str,
@@ -130,6 +130,17 @@ class Invoker:
         if self._closed or invocation_id in self._tasks:
             return
         self._spawn(invocation_id, self._run(invocation_id, deployment_id))
+
+    def can_start_now(self) -> bool:
+        """A new attempt would start right away (a slot is free): worth claiming it when it is created."""
+        return not self._closed and not self._slots.locked()
+
+    def start_claimed(self, claim: Claim, endpoint: str) -> None:
+        """Run the attempt a write just claimed (``create_invocation(..., claim_endpoint=endpoint)``)."""
+        invocation_id = claim.invocation.id
+        if self._closed or invocation_id in self._tasks:
+            return  # the attempt stays running in the store: recovery or the watchdog of a restart fences it
+        self._spawn(invocation_id, self._run(invocation_id, claim.invocation.deployment_id, (claim, endpoint)))
 
     def _spawn(self, invocation_id: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"attempt:{invocation_id}")
@@ -183,28 +194,37 @@ class Invoker:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _run(self, invocation_id: str, deployment_id: str | None) -> None:
-        """Run attempts of one invocation while it stays runnable."""
+    async def _run(
+        self, invocation_id: str, deployment_id: str | None, claimed: tuple[Claim, str] | None = None
+    ) -> None:
+        """Run attempts of one invocation while it stays runnable (the first one already ``claimed``, if given)."""
         at_ms: int | None = None
         while True:
             if at_ms is not None:
                 await self._clock.sleep_until(at_ms)
                 at_ms = None
             async with self._slots:
-                if deployment_id is None:
-                    invocation = await self._durably("reading", lambda: self._store.get_invocation(invocation_id))
-                    if invocation is None or invocation.status != "pending":
+                if claimed is not None:
+                    (claim, endpoint), claimed = claimed, None
+                else:
+                    if deployment_id is None:
+                        invocation = await self._durably("reading", lambda: self._store.get_invocation(invocation_id))
+                        if invocation is None or invocation.status != "pending":
+                            return
+                        deployment_id = invocation.deployment_id
+                    avoid = self._last_endpoint.get(invocation_id)
+                    picked = self._registry.pick_endpoint(deployment_id, avoid)
+                    if picked is None:
+                        log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
+                        at_ms = self._clock.now_ms() + self._settings.unhealthy_endpoint_ms
+                        continue
+                    endpoint = picked
+                    next_claim = await self._durably(
+                        "claiming", functools.partial(self._claim, invocation_id, endpoint)
+                    )
+                    if next_claim is None:
                         return
-                    deployment_id = invocation.deployment_id
-                avoid = self._last_endpoint.get(invocation_id)
-                endpoint = self._registry.pick_endpoint(deployment_id, avoid)
-                if endpoint is None:
-                    log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
-                    at_ms = self._clock.now_ms() + self._settings.unhealthy_endpoint_ms
-                    continue
-                claim = await self._durably("claiming", functools.partial(self._claim, invocation_id, endpoint))
-                if claim is None:
-                    return
+                    claim = next_claim
                 crash_point("proxy.claim.after_commit")
                 attempt = claim.invocation.attempt
                 self._running[invocation_id] = _Activity(
@@ -248,7 +268,7 @@ class Invoker:
         headers = {"content-type": INVOKE_CONTENT_TYPE, "accept": INVOKE_CONTENT_TYPE}
         if self._request_signer is not None:
             headers[SIGNATURE_HEADER] = self._request_signer.signature("POST", path, body, self._clock.now_ms())
-        post = asyncio.ensure_future(self._client.post(url, content=body, headers=headers))
+        post = asyncio.ensure_future(self._client.request("POST", url, body, headers))
         watchdog = asyncio.ensure_future(self._watch(invocation.id))
         try:
             done, _ = await asyncio.wait({post, watchdog}, return_when=asyncio.FIRST_COMPLETED)
@@ -262,7 +282,7 @@ class Invoker:
         watchdog.cancel()
         try:
             response = post.result()
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise _EndpointDown(Failure(code=503, message=f"{url}: {describe_http_error(exc)}")) from None
         return _read_response(url, response)
 
@@ -386,11 +406,11 @@ def to_completion(row: CompletionRow) -> Completion:
     return Completion(index=row.index, result=result, failure=failure)
 
 
-def _read_response(url: str, response: httpx.Response) -> InvokeResponse:
+def _read_response(url: str, response: Response) -> InvokeResponse:
     """The handler's answer, or a ``Retry`` that says what was wrong with it."""
-    status = response.status_code
+    status = response.status
     if status != 200:
-        detail = response.text[:500] if response.content else "(empty body)"
+        detail = response.text[:500] if response.body else "(empty body)"
         code = PROTOCOL_VIOLATION if status in (400, 404, 415) else (status if 500 <= status <= 599 else 502)
         return Retry(failure=Failure(code=code, message=f"{url} answered HTTP {status}: {detail}"))
     version = parse_content_type_version(response.headers.get("content-type"))
@@ -403,7 +423,7 @@ def _read_response(url: str, response: httpx.Response) -> InvokeResponse:
             )
         )
     try:
-        decoded: InvokeResponse = invoke_response_decoder.decode(response.content)
+        decoded: InvokeResponse = invoke_response_decoder.decode(response.body)
         return decoded
     except msgspec.DecodeError as exc:
         return Retry(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import httpx
 import jsonschema
 import msgspec
 
@@ -32,6 +31,7 @@ from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 from .clock import Clock
 from .errors import BadGateway, BadRequest, NotFound
 from .ids import deployment_id as new_deployment_id
+from .outbound import HTTPError, Outbound
 from .store.base import Deployment, JournalStore
 
 _service_decoder = msgspec.json.Decoder(ServiceManifest)
@@ -92,7 +92,7 @@ class Registry:
         self,
         store: JournalStore,
         clock: Clock,
-        client: httpx.AsyncClient,
+        client: Outbound,
         unhealthy_ms: int,
         signing_key: str | None = None,
     ) -> None:
@@ -175,15 +175,14 @@ class Registry:
             headers = {"accept": MANIFEST_CONTENT_TYPE}
             if self._signer is not None:
                 headers[SIGNATURE_HEADER] = self._signer.signature("GET", "/discover", b"", self._clock.now_ms())
-            response = await self._client.get(url, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await self._client.request("GET", url, headers=headers)
+        except HTTPError as exc:
             raise BadGateway(f"cannot reach {url}: {describe_http_error(exc)}", code="discovery_failed") from None
-        if response.status_code != 200:
-            raise BadGateway(
-                f"{url} answered {response.status_code}: {response.text[:300]}", code="discovery_failed"
-            ) from None
+        if response.status != 200:
+            message = f"{url} answered {response.status}: {response.text[:300]}"
+            raise BadGateway(message, code="discovery_failed") from None
         try:
-            manifest = manifest_decoder.decode(response.content)
+            manifest = manifest_decoder.decode(response.body)
         except msgspec.DecodeError as exc:
             raise BadGateway(f"{url} did not answer a service manifest: {exc}", code="discovery_failed") from None
         if manifest.max_protocol_version < MIN_PROTOCOL_VERSION or manifest.min_protocol_version > MAX_PROTOCOL_VERSION:
@@ -211,6 +210,6 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
-def describe_http_error(exc: httpx.HTTPError) -> str:
+def describe_http_error(exc: HTTPError) -> str:
     text = str(exc) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text

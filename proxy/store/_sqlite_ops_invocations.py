@@ -85,14 +85,20 @@ def insert_invocation(
     return "pending"
 
 
-def create_invocation(conn: sqlite3.Connection, new: NewInvocation, now_ms: int) -> Created:
+def create_invocation(
+    conn: sqlite3.Connection, new: NewInvocation, now_ms: int, claim_endpoint: str | None = None
+) -> Created:
     if new.idempotency_key is not None:
         existing = find_by_idempotency_key(conn, new.service, new.handler, new.key, new.idempotency_key)
         if existing is not None:
             if existing.input != new.input:
                 raise IdempotencyConflict(existing)
             return Created(invocation=existing, created=False)
-    insert_invocation(conn, new, now_ms)
+    status = insert_invocation(conn, new, now_ms)
+    if claim_endpoint is not None and status == "pending":
+        claimed = claim(conn, new.id, claim_endpoint, now_ms)
+        assert claimed is not None
+        return Created(invocation=claimed.invocation, created=True, claim=claimed)
     created = get_invocation(conn, new.id)
     assert created is not None
     return Created(invocation=created, created=True)
@@ -137,15 +143,13 @@ def append(
     promise_op: PromiseOp | None = None,
 ) -> AppendResult:
     # The fencing check and the length bump are one statement, so they cannot be torn apart.
-    updated = conn.execute(
+    current = conn.execute(
         "UPDATE invocations SET journal_len = journal_len + 1, modified_at_ms = ?"
-        f" WHERE {CURRENT_ATTEMPT} AND journal_len = ?",
+        f" WHERE {CURRENT_ATTEMPT} AND journal_len = ? RETURNING service, key, cancel_requested",
         (now_ms, invocation_id, attempt, index),
-    ).rowcount
-    if updated == 1:
-        service, key, cancel_requested = conn.execute(
-            "SELECT service, key, cancel_requested FROM invocations WHERE id = ?", (invocation_id,)
-        ).fetchone()
+    ).fetchone()
+    if current is not None:
+        service, key, cancel_requested = current
         if key is None and (state_op is not None or promise_op is not None):
             # Raised inside the job: its savepoint is rolled back, so nothing of this append is written.
             raise ValueError(f"{invocation_id} has no key: it has no state and no promises")

@@ -289,8 +289,16 @@ class SQLiteWriter(_ConnectionThread):
         outcomes: list[_Outcome] = []
         try:
             _execute_retrying(conn, "BEGIN IMMEDIATE")
-            for job in batch:
-                outcomes.append(self._run_job(conn, job))
+            if len(batch) == 1:
+                # A job alone needs no savepoint: if it raises, rolling back the transaction undoes it.
+                outcome = self._run_alone(conn, batch[0])
+                if not outcome[1]:
+                    _deliver([outcome])
+                    return
+                outcomes.append(outcome)
+            else:
+                for job in batch:
+                    outcomes.append(self._run_job(conn, job))
             _execute_retrying(conn, "COMMIT")
         except Exception as exc:
             # The batch as a whole failed (BEGIN, COMMIT or a savepoint could not be
@@ -305,6 +313,17 @@ class SQLiteWriter(_ConnectionThread):
         self.commits += 1
         self.committed_jobs += len(batch)
         _deliver(outcomes)
+
+    @staticmethod
+    def _run_alone(conn: sqlite3.Connection, job: _Job) -> _Outcome:
+        try:
+            result = job.fn(conn)
+        except Exception as exc:
+            if not conn.in_transaction:
+                raise  # SQLite rolled back the transaction itself (e.g. disk full): handled as a failed batch
+            conn.execute("ROLLBACK")
+            return (job, False, exc)
+        return (job, True, result)
 
     @staticmethod
     def _run_job(conn: sqlite3.Connection, job: _Job) -> _Outcome:

@@ -252,6 +252,8 @@ class Created(msgspec.Struct, frozen=True, kw_only=True):
     invocation: Invocation
     #: False when an invocation with the same idempotency key already existed.
     created: bool
+    #: Its first attempt, when it was asked for and the new invocation could start at once.
+    claim: Claim | None = None
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True):
@@ -303,7 +305,7 @@ class JournalStore(abc.ABC):
     # ---------------------------------------------------------------- invocations
 
     @abc.abstractmethod
-    async def create_invocation(self, new: NewInvocation, now_ms: int) -> Created:
+    async def create_invocation(self, new: NewInvocation, now_ms: int, *, claim_endpoint: str | None = None) -> Created:
         """Insert a ``pending`` invocation, or return the one holding the same idempotency key.
 
         The idempotency key is scoped to (service, handler, key). A repeat with a
@@ -311,6 +313,10 @@ class JournalStore(abc.ABC):
         ``scheduled`` with a start timer. An ``exclusive`` invocation whose key is
         locked by another is ``queued``; otherwise it takes the lock (a scheduled one
         takes it when its timer fires).
+
+        With ``claim_endpoint``, a new invocation that is ``pending`` is also
+        claimed for that endpoint in the same transaction (``Created.claim``, as
+        ``claim`` returns it): one commit instead of two before it runs.
         """
 
     @abc.abstractmethod

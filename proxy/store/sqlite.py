@@ -173,9 +173,9 @@ class SQLiteStore(JournalStore):
 
     # ---------------------------------------------------------------- invocations
 
-    async def create_invocation(self, new: NewInvocation, now_ms: int) -> Created:
+    async def create_invocation(self, new: NewInvocation, now_ms: int, *, claim_endpoint: str | None = None) -> Created:
         _check_new(new)
-        return await self._write(lambda conn: invocations.create_invocation(conn, new, now_ms))
+        return await self._write(lambda conn: invocations.create_invocation(conn, new, now_ms, claim_endpoint))
 
     async def get_invocation(self, invocation_id: str) -> Invocation | None:
         return await self._read(lambda conn: ops.get_invocation(conn, invocation_id))

@@ -124,12 +124,14 @@ class ChaosCluster:
         self.ledger = workdir / "ledger.db"
         self.port = free_port()
         self.admin_port = free_port()
+        self.callback_port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.env = env
         self.proxy = Proc(
             "proxy",
             [sys.executable, "-m", "proxy", "serve", "--db", str(self.db), "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--inactivity-timeout-ms", str(inactivity_timeout_ms),
+             "--admin-port", str(self.admin_port), "--callback-port", str(self.callback_port),
+             "--inactivity-timeout-ms", str(inactivity_timeout_ms),
              "--retry-initial-interval-ms", "50", "--retry-max-interval-ms", "2000",
              "--retry-max-attempts", str(retry_max_attempts)],
             env,

@@ -130,13 +130,15 @@ class Cluster:
         self.db = workdir / "proxy.db"
         self.port = free_port()
         self.admin_port = free_port()
+        self.callback_port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         #: The environment of the CLI commands the cluster runs (``register``).
         self.env = env
         self.proxy = Process(
             "proxy",
             [sys.executable, "-m", "proxy", "serve", "--db", str(self.db), "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--retry-initial-interval-ms", "50", *(proxy_args or [])],
+             "--admin-port", str(self.admin_port), "--callback-port", str(self.callback_port),
+             "--retry-initial-interval-ms", "50", *(proxy_args or [])],
             {**env, **(proxy_env or {})},
             workdir / "proxy.log",
             f"http://127.0.0.1:{self.admin_port}/health",

@@ -56,7 +56,8 @@ class Expected:
 
 # The first step is where every step-level point fires: the charge.
 EXPECTED: dict[str, Expected] = {
-    "proxy.submit.after_commit": Expected(["completed"], [1, 1, 1, 1]),
+    # The submission's commit also claimed the first attempt (one commit, not two): restarting abandons it.
+    "proxy.submit.after_commit": Expected(["abandoned", "completed"], [2, 2, 2, 2]),
     # The charge ran, its append was lost with the proxy: the next attempt charges again (same idempotency key).
     "proxy.append.before_commit": Expected(["abandoned", "completed"], [2, 2, 2, 2], charges_run=2, zombie_fenced=True),
     # The charge was committed by attempt 1 but never acknowledged: attempt 2 replays it.

@@ -52,8 +52,12 @@ def test_settings_come_from_the_environment_and_flags_win() -> None:
         Settings.load({"retry_max_attempts": 0}, environ={})
 
 
-def test_callback_base_defaults_to_the_ingress_address() -> None:
-    assert Settings(host="0.0.0.0", port=8080).callback_base() == "http://127.0.0.1:8080"
+def test_callback_base_defaults_to_the_callback_listener() -> None:
+    assert Settings(host="0.0.0.0", port=8080).callback_base() == "http://127.0.0.1:9071"
+    assert Settings(callback_port=9200).callback_base() == "http://127.0.0.1:9200"
+    assert Settings(callback_port=9200).callback_base(bound_port=40000) == "http://127.0.0.1:40000"
+    with pytest.raises(ValueError, match="callback_port"):
+        Settings(callback_port=70000)
     assert Settings(advertised_url="http://proxy.internal:80/").callback_base() == "http://proxy.internal:80"
 
 
