@@ -29,8 +29,12 @@ from .errors import BadRequest, PayloadTooLarge, ProxyError
 log = logging.getLogger("durable_proxy.callbacks")
 
 _MAX_HEAD_BYTES = 16 * 1024
-#: A connection with no request for this long is closed (handler instances reconnect when they need to).
+#: A connection with no complete request for this long is closed (handler instances reconnect when they need to).
 IDLE_TIMEOUT_S = 75.0
+#: Bytes of pipelined requests read ahead while one is served, before reading pauses.
+_MAX_BUFFERED_BYTES = 1024 * 1024
+#: How long a refused client may go on sending before its connection is closed.
+_REFUSAL_GRACE_S = 2.0
 
 
 def _reason(status: int) -> str:
@@ -72,10 +76,12 @@ class _CallbackProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
-            return
+            return  # after a refusal: what the client still sends is read and dropped
         self._buffer += data
         if self._task is None:
             self._advance()
+        elif len(self._buffer) > _MAX_BUFFERED_BYTES and self._transport is not None:
+            self._transport.pause_reading()  # pipelined requests piling up behind the one being served
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -93,9 +99,10 @@ class _CallbackProtocol(asyncio.Protocol):
         while not self._closing and self._task is None:
             if self._request is None:
                 end = self._buffer.find(b"\r\n\r\n")
+                if end > _MAX_HEAD_BYTES or (end < 0 and len(self._buffer) > _MAX_HEAD_BYTES):
+                    self._refuse(BadRequest(f"request head over {_MAX_HEAD_BYTES} bytes"), status=431)
+                    return
                 if end < 0:
-                    if len(self._buffer) > _MAX_HEAD_BYTES:
-                        self._refuse(BadRequest(f"request head over {_MAX_HEAD_BYTES} bytes"), status=431)
                     return
                 head = bytes(self._buffer[:end])
                 del self._buffer[: end + 4]
@@ -135,6 +142,8 @@ class _CallbackProtocol(asyncio.Protocol):
                 text = value.strip()
                 if not text.isdigit() or len(text) > 18:
                     raise BadRequest(f"invalid content-length {text[:40]!r}")
+                if length is not None and length != int(text):
+                    raise BadRequest("conflicting content-length headers")
                 length = int(text)
             elif key == b"content-type":
                 content_type = value.strip().decode("latin-1")
@@ -167,6 +176,8 @@ class _CallbackProtocol(asyncio.Protocol):
             self.close()
         else:
             self._arm_idle()
+            if self._transport is not None:
+                self._transport.resume_reading()
             self._advance()
 
     def _write(self, status: int, payload: bytes, close: bool) -> None:
@@ -180,9 +191,24 @@ class _CallbackProtocol(asyncio.Protocol):
         self._transport.write(head + payload)
 
     def _refuse(self, error: ProxyError, status: int | None = None) -> None:
+        """Answer an unusable request, then close without resetting the connection under the answer.
+
+        Closing with unread bytes queued would send a reset, and a client still writing its body could
+        lose the answer: stop writing instead, drop what still comes, and close once the client did
+        (or after a short grace period).
+        """
         code, payload = error_answer(error)
         self._write(status or code, payload, close=True)
-        self.close()
+        self._closing = True
+        self._buffer.clear()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(_REFUSAL_GRACE_S, transport.close)
+        else:
+            transport.close()
 
     def _arm_idle(self) -> None:
         if self._idle is not None:
@@ -190,7 +216,8 @@ class _CallbackProtocol(asyncio.Protocol):
         self._idle = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
-        if self._task is None and self._request is None and not self._buffer:
+        # Idle, or still sending the same request after all this time: either way it is dropped.
+        if self._task is None:
             self.close()
 
     def close(self) -> None:
