@@ -67,7 +67,7 @@ class HandlerInfo:
 
     def validation_error(self, value: Any) -> str | None:
         """A message describing why ``value`` is not a valid input, or None."""
-        if self.validator is None:
+        if self.validator is None or self.validator.is_valid(value):
             return None
         error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
         if error is None:

@@ -96,7 +96,7 @@ def create_invocation(
             return Created(invocation=existing, created=False)
     status = insert_invocation(conn, new, now_ms)
     if claim_endpoint is not None and status == "pending":
-        claimed = claim(conn, new.id, claim_endpoint, now_ms)
+        claimed = claim(conn, new.id, claim_endpoint, now_ms, fresh=True)
         assert claimed is not None
         return Created(invocation=claimed.invocation, created=True, claim=claimed)
     created = get_invocation(conn, new.id)
@@ -104,7 +104,10 @@ def create_invocation(
     return Created(invocation=created, created=True)
 
 
-def claim(conn: sqlite3.Connection, invocation_id: str, endpoint: str | None, now_ms: int) -> Claim | None:
+def claim(
+    conn: sqlite3.Connection, invocation_id: str, endpoint: str | None, now_ms: int, *, fresh: bool = False
+) -> Claim | None:
+    """Start the next attempt; ``fresh``: the invocation was just inserted, so it has no journal yet."""
     updated = conn.execute(
         "UPDATE invocations SET status = 'running', attempt = attempt + 1, next_run_at_ms = NULL, waiting_on = NULL,"
         f" modified_at_ms = ? WHERE id = ? AND {UNFINISHED} AND status IN ('pending', 'backing_off')",
@@ -112,7 +115,8 @@ def claim(conn: sqlite3.Connection, invocation_id: str, endpoint: str | None, no
     ).rowcount
     if updated == 0:
         return None
-    conn.execute("DELETE FROM timers WHERE invocation_id = ? AND idx = -1", (invocation_id,))  # claimed early
+    if not fresh:
+        conn.execute("DELETE FROM timers WHERE invocation_id = ? AND idx = -1", (invocation_id,))  # claimed early
     invocation = get_invocation(conn, invocation_id)
     assert invocation is not None
     conn.execute(
@@ -121,8 +125,8 @@ def claim(conn: sqlite3.Connection, invocation_id: str, endpoint: str | None, no
     )
     return Claim(
         invocation=invocation,
-        journal=get_journal(conn, invocation_id),
-        completions=get_all_completions(conn, invocation_id),
+        journal=[] if fresh else get_journal(conn, invocation_id),
+        completions=[] if fresh else get_all_completions(conn, invocation_id),
         state={} if invocation.key is None else get_state(conn, invocation.service, invocation.key),
     )
 

@@ -62,7 +62,9 @@ def connect(path: str, *, synchronous: Synchronous, readonly: bool) -> sqlite3.C
     """
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
-    conn = sqlite3.connect(path, isolation_level=None, cached_statements=256)
+    # check_same_thread=False: the writer's connection is also used from the event loop, for a write
+    # that finds the writer idle (see SQLiteWriter.run); its owner lock keeps the two apart.
+    conn = sqlite3.connect(path, isolation_level=None, cached_statements=256, check_same_thread=readonly)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if readonly:
@@ -267,8 +269,99 @@ class SQLiteWriter(_ConnectionThread):
         self.max_batch = max_batch
         self.commits = 0
         self.committed_jobs = 0
+        #: Writes committed on the caller's thread because the writer was idle.
+        self.inline_commits = 0
+        self._conn: sqlite3.Connection | None = None
+        #: Held by whoever uses the connection: the writer thread for a batch, or an inline write.
+        self._owner = threading.Lock()
+        #: Jobs handed to the thread and not answered yet, and jobs waiting for the next flush
+        #: (both touched on the event loop only).
+        self._in_flight = 0
+        self._gathered: list[_Job] = []
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Commit ``fn(conn)`` and return its result.
+
+        Writes are gathered until the event loop has run everything that was ready, then committed
+        together. A lone write that finds the writer thread idle is committed right there, on the
+        event loop: it then costs no hop to the writer thread and back, two cross-thread wake-ups
+        that cost more than its statements. Several writes at once, or writes arriving while the
+        thread commits, go to the thread, which shares one commit among all that are waiting while
+        the event loop goes on serving requests (group commit).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._gathered.append(_Job(fn, loop, future))
+        if len(self._gathered) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        jobs, self._gathered = self._gathered, []
+        if len(jobs) == 1 and self._in_flight == 0 and self._conn is not None and self._owner.acquire(blocking=False):
+            try:
+                if self.state == "running" and self._queue.empty():
+                    job = jobs[0]
+                    try:
+                        result = self._run_inline(self._conn, job.fn)
+                    except Exception as exc:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    else:
+                        if not job.future.done():
+                            job.future.set_result(result)
+                    return
+            finally:
+                self._owner.release()
+        with self._lock:
+            if self.state != "running":
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(StoreClosedError("the store is not open"))
+                return
+            self._hand_over(jobs)
+
+    def _hand_over(self, jobs: list[_Job]) -> None:
+        """Queue ``jobs`` for the thread (under ``_lock``, while it runs)."""
+        for job in jobs:
+            self._in_flight += 1
+            job.future.add_done_callback(self._landed)
+            self._queue.put(job)
+
+    def _landed(self, _: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
+
+    async def stop(self) -> None:
+        """Commit the writes already asked for (gathered ones too), then stop."""
+        jobs, self._gathered = self._gathered, []
+        with self._lock:
+            if self.state == "running":
+                self._hand_over(jobs)
+        await super().stop()
+
+    def _run_inline(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        _execute_retrying(conn, "BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            _execute_retrying(conn, "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self.committed_jobs += 1
+        self.inline_commits += 1
+        return result
 
     def _serve(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        try:
+            self._serve_batches(conn)
+        finally:
+            with self._owner:
+                self._conn = None
+
+    def _serve_batches(self, conn: sqlite3.Connection) -> None:
         while True:
             job = self._queue.get()  # block for the first job ...
             batch: list[_Job] = []
@@ -281,7 +374,8 @@ class SQLiteWriter(_ConnectionThread):
                 except queue.Empty:
                     break
             if batch:
-                self._commit_batch(conn, batch)
+                with self._owner:
+                    self._commit_batch(conn, batch)
             if isinstance(job, _Stop):
                 return
 
