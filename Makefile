@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck check install clean
+.PHONY: run test lint typecheck check install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,7 @@ chaos: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --invocations $(or $(N),5000) --seed $(or $(SEED),1) \
 		--kills $(or $(KILLS),100) --max-seconds $(or $(SECONDS),3600) $(if $(REPORT),--report $(REPORT))
+
+## make bench: durable-proxy on SQLite (FULL) vs Restate and DBOS on the same workloads (BENCH_ARGS=--quick ...)
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)

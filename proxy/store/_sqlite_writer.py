@@ -14,6 +14,13 @@ inside its own ``SAVEPOINT``, so a job that raises is rolled back alone and
 the rest of its batch still commits. A job's future is resolved only *after*
 ``COMMIT`` returned: nothing is ever acknowledged before it is durable.
 
+Handing a job to the thread and its result back costs two cross-thread
+wake-ups, more than a small write's statements. So writes are first gathered
+for one pass of the event loop: a lone write that finds the writer thread idle
+is committed right there on the event loop (it would not have shared its
+commit anyway); anything else goes to the thread and is grouped as above,
+while the event loop goes on serving requests.
+
 The reader runs jobs one at a time on a second connection. In WAL mode
 readers see the last committed state and never block the writer, so reads do
 not wait behind a batch being committed.
