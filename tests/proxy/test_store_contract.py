@@ -338,3 +338,50 @@ def test_open_store_accepts_paths_and_sqlite_urls() -> None:
             open_store(bad)
     with pytest.raises(ValueError, match="synchronous"):
         SQLiteStore("x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_a_lone_write_commits_on_the_event_loop(store: JournalStore) -> None:
+    writer = writer_of(store)
+    inline, commits = writer.inline_commits, writer.commits
+
+    def insert(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('lone', x'00')")
+        return threading.get_ident()
+
+    assert await writer.run(insert) == threading.get_ident(), "no hop to the writer thread"
+    assert (writer.inline_commits, writer.commits) == (inline + 1, commits + 1)
+    seen = await writer.run(lambda conn: conn.execute("SELECT count(*) FROM meta WHERE key = 'lone'").fetchone()[0])
+    assert seen == 1
+
+
+async def test_writes_gathered_in_one_loop_pass_share_a_commit_on_the_writer_thread(store: JournalStore) -> None:
+    writer = writer_of(store)
+    loop_thread = threading.get_ident()
+    inline, commits = writer.inline_commits, writer.commits
+
+    def insert(key: str) -> Callable[[sqlite3.Connection], int]:
+        def job(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, x'00')", (key,))
+            return threading.get_ident()
+
+        return job
+
+    threads = await asyncio.gather(*(writer.run(insert(f"g{i}")) for i in range(10)))
+    assert loop_thread not in threads, "several writes at once go to the writer thread"
+    assert writer.inline_commits == inline
+    assert writer.commits == commits + 1, "and share one commit"
+
+
+async def test_a_lone_write_that_fails_rolls_back_alone(store: JournalStore) -> None:
+    writer = writer_of(store)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('half', x'00')")
+        raise RuntimeError("the job failed")
+
+    with pytest.raises(RuntimeError, match="the job failed"):
+        await writer.run(half_then_fail)
+    assert (
+        await writer.run(lambda conn: conn.execute("SELECT count(*) FROM meta WHERE key = 'half'").fetchone()[0]) == 0
+    )
+    assert await writer.run(lambda conn: conn.in_transaction) is True  # the next job runs in a transaction of its own
