@@ -16,9 +16,11 @@ use:
 * a per-request timeout covering connect, send and receive.
 
 A request that fails on a reused connection before any byte of the answer
-arrived is sent once more on a new connection: the server closed the idle
-connection as the request went out, so it never saw it. Both paths are safe
-to repeat (an append names its journal index, an attempt is fenced).
+arrived, within a second of being sent, is sent once more on a new
+connection: the server closed the idle connection as the request went out,
+so it never saw it. A connection lost later is an error: the server may
+have been working on the request. Both paths are safe to repeat in any case
+(an append names its journal index, an attempt is fenced).
 
 Errors are ``HTTPError`` subclasses whose message says what went wrong where.
 """
@@ -48,6 +50,9 @@ __all__ = [
 
 _MAX_HEAD_BYTES = 64 * 1024
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
+#: A reused connection lost this soon after the request went out was closed by the server while idle:
+#: the request is sent again. Lost later, the server may have been working on it: that is an error.
+_RESEND_WINDOW_S = 1.0
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -138,6 +143,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = time.monotonic()
         self.reused = False
+        self.sent_at = 0.0
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
         self._head_only = False
@@ -191,6 +197,7 @@ class _Connection(asyncio.Protocol):
         self._head_only = head_only
         self._state = "head"
         self.received_any = False
+        self.sent_at = time.monotonic()
         if isinstance(data, list):
             self.transport.writelines(data)
         else:
@@ -393,7 +400,7 @@ class HTTPClient:
             try:
                 response = await connection.send(data, head_only)
             except ReadError:
-                if fresh or connection.received_any:
+                if fresh or connection.received_any or time.monotonic() - connection.sent_at > _RESEND_WINDOW_S:
                     raise
                 # The server closed this idle connection as the request went out: it never saw it.
                 connection = await self._connect(origin)

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response as StarletteResponse, StreamingResponse
 from starlette.routing import Route
 
+from handler_sdk import httpclient
 from handler_sdk.httpclient import (
     ConnectError,
     HTTPClient,
@@ -530,6 +531,32 @@ async def test_request_resent_once_when_reused_connection_closes_without_answer(
     assert resent.head == dropped.head  # the very same request, on a new connection
     assert resent.body == dropped.body == b"second"
     assert len(server.peers[1].requests) == 1
+
+
+async def test_request_not_resent_when_the_connection_is_lost_after_the_resend_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lost long after it was sent, the request may have been worked on: an error, not a second delivery."""
+    monkeypatch.setattr(httpclient, "_RESEND_WINDOW_S", 0.05)
+    release = asyncio.Event()
+
+    async def answer_then_hold_then_drop(peer: Peer) -> None:
+        assert await peer.read_request() is not None
+        await peer.send(answer(b"first"))
+        assert await peer.read_request() is not None
+        await release.wait()  # "working on it" for longer than the window
+        await peer.close()
+
+    async with (
+        RawServer(per_connection(answer_then_hold_then_drop, serve_each(echo))) as server,
+        http_client() as client,
+    ):
+        assert (await client.get(server.url())).body == b"first"
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, release.set)
+        with pytest.raises(ReadError, match=server.where):
+            await client.post(server.url(), b"second")
+        assert server.accepted == 1, "not sent again"
 
 
 async def test_request_not_resent_twice() -> None:
