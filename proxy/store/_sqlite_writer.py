@@ -347,12 +347,13 @@ class SQLiteWriter(_ConnectionThread):
 
     def _flush(self) -> None:
         jobs, self._gathered = self._gathered, []
-        if len(jobs) == 1 and self._in_flight == 0 and self._conn is not None and self._owner.acquire(blocking=False):
+        if len(jobs) == 1 and self._in_flight == 0 and self._owner.acquire(blocking=False):
             try:
-                if self.state == "running" and self._queue.empty():
+                conn = self._conn  # read under the owner lock: None once the thread let go of it
+                if conn is not None and self.state == "running" and self._queue.empty():
                     job = jobs[0]
                     try:
-                        result = self._run_inline(self._conn, job.fn)
+                        result = self._run_inline(conn, job.fn)
                     except Exception as exc:
                         if not job.future.done():
                             job.future.set_exception(exc)
