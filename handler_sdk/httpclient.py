@@ -32,7 +32,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
@@ -137,11 +137,12 @@ def _parse_url(url: str) -> _Target:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: at most one exchange at a time, parsed as bytes arrive."""
 
-    def __init__(self, origin: _Origin) -> None:
+    def __init__(self, origin: _Origin, clock: Callable[[], float] = time.monotonic) -> None:
         self.origin = origin
+        self._clock = clock
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.idle_since = time.monotonic()
+        self.idle_since = clock()
         self.reused = False
         self.sent_at = 0.0
         self._buffer = bytearray()
@@ -197,7 +198,7 @@ class _Connection(asyncio.Protocol):
         self._head_only = head_only
         self._state = "head"
         self.received_any = False
-        self.sent_at = time.monotonic()
+        self.sent_at = self._clock()
         if isinstance(data, list):
             self.transport.writelines(data)
         else:
@@ -231,7 +232,7 @@ class _Connection(asyncio.Protocol):
             self._keep_alive = False  # the server sent more than one answer
         if not self._keep_alive:
             self._close()
-        self.idle_since = time.monotonic()
+        self.idle_since = self._clock()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(response)
 
@@ -335,7 +336,8 @@ class HTTPClient:
     ``connect_timeout`` bounds opening a connection; ``idle_timeout`` is how
     long an unused connection is kept (under the servers' own keep-alive
     timeout, five seconds for uvicorn); ``max_idle`` connections are kept per
-    origin.
+    origin. ``clock`` (seconds, monotonic) is what idle and resend times are
+    measured with; tests pass one they move by hand.
     """
 
     def __init__(
@@ -345,7 +347,9 @@ class HTTPClient:
         idle_timeout: float = 4.0,
         max_idle: int = 100,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._max_idle = max_idle
@@ -400,7 +404,7 @@ class HTTPClient:
             try:
                 response = await connection.send(data, head_only)
             except ReadError:
-                if fresh or connection.received_any or time.monotonic() - connection.sent_at > _RESEND_WINDOW_S:
+                if fresh or connection.received_any or self._clock() - connection.sent_at > _RESEND_WINDOW_S:
                     raise
                 # The server closed this idle connection as the request went out: it never saw it.
                 connection = await self._connect(origin)
@@ -422,7 +426,7 @@ class HTTPClient:
 
     def _checkout(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin)
-        now = time.monotonic()
+        now = self._clock()
         while idle:
             connection = idle.pop()
             if not connection.closed and now - connection.idle_since < self._idle_timeout:
@@ -452,7 +456,7 @@ class HTTPClient:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(origin),
+                    lambda: _Connection(origin, self._clock),
                     origin.host,
                     origin.port,
                     ssl=tls,

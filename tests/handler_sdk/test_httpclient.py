@@ -533,29 +533,41 @@ async def test_request_resent_once_when_reused_connection_closes_without_answer(
     assert len(server.peers[1].requests) == 1
 
 
-async def test_request_not_resent_when_the_connection_is_lost_after_the_resend_window(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+class HandClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_request_not_resent_when_the_connection_is_lost_after_the_resend_window() -> None:
     """Lost long after it was sent, the request may have been worked on: an error, not a second delivery."""
-    monkeypatch.setattr(httpclient, "_RESEND_WINDOW_S", 0.05)
+    clock = HandClock()
+    working = asyncio.Event()
     release = asyncio.Event()
 
     async def answer_then_hold_then_drop(peer: Peer) -> None:
         assert await peer.read_request() is not None
         await peer.send(answer(b"first"))
         assert await peer.read_request() is not None
-        await release.wait()  # "working on it" for longer than the window
+        working.set()
+        await release.wait()
         await peer.close()
 
     async with (
         RawServer(per_connection(answer_then_hold_then_drop, serve_each(echo))) as server,
-        http_client() as client,
+        http_client(clock=clock) as client,
     ):
         assert (await client.get(server.url())).body == b"first"
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.1, release.set)
+        second = asyncio.ensure_future(client.post(server.url(), b"second"))
+        await eventually(working.is_set, "the server to be working on the second request")
+        clock.now += httpclient._RESEND_WINDOW_S + 0.001  # "working on it" for longer than the window
+        release.set()
         with pytest.raises(ReadError, match=server.where):
-            await client.post(server.url(), b"second")
+            await second
         assert server.accepted == 1, "not sent again"
 
 
@@ -611,16 +623,20 @@ async def test_close_after_part_of_the_answer_raises_read_error(partial: bytes) 
 
 
 async def test_connection_idle_past_idle_timeout_is_not_reused() -> None:
-    idle_timeout = 0.05
-    async with RawServer(serve_each(echo)) as server, http_client(idle_timeout=idle_timeout) as client:
+    clock = HandClock()
+    async with (
+        RawServer(serve_each(echo)) as server,
+        http_client(idle_timeout=4.0, clock=clock) as client,
+    ):
         await client.post(server.url(), b"one")
-        returned = time.monotonic()
-        await asyncio.sleep(idle_timeout * 1.5)  # the behaviour under test: being idle that long
-        assert time.monotonic() - returned > idle_timeout
-        second = await client.post(server.url(), b"two")
-        assert server.accepted == 2
+        clock.now += 3.9
+        assert (await client.post(server.url(), b"two")).body == b"two"
+        assert server.accepted == 1, "idle for less than idle_timeout: reused"
+        clock.now += 4.1
+        third = await client.post(server.url(), b"three")
+        assert server.accepted == 2, "idle for longer: a new connection"
         await eventually(server.peers[0].eof.is_set, "the client to close the stale connection")
-    assert second.body == b"two"
+    assert third.body == b"three"
 
 
 async def test_timeout_when_the_server_never_answers() -> None:
