@@ -31,23 +31,7 @@ def error_response(error: ProxyError, headers: dict[str, str] | None = None) -> 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or ``PayloadTooLarge`` as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    # ASCII digits only (str.isdigit() also takes "²"); past 18 digits it is over any limit, and int() may refuse it.
-    if (
-        declared is not None
-        and declared.isascii()
-        and declared.isdigit()
-        and (len(declared) > 18 or int(declared) > limit)
-    ):
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_asgi_body(request.scope, request.receive, limit)
 
 
 async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
