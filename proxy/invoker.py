@@ -25,7 +25,6 @@ invocation that is not running.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -204,27 +203,16 @@ class Invoker:
                 await self._clock.sleep_until(at_ms)
                 at_ms = None
             async with self._slots:
-                if claimed is not None:
-                    (claim, endpoint), claimed = claimed, None
-                else:
-                    if deployment_id is None:
-                        invocation = await self._durably("reading", lambda: self._store.get_invocation(invocation_id))
-                        if invocation is None or invocation.status != "pending":
-                            return
-                        deployment_id = invocation.deployment_id
-                    avoid = self._last_endpoint.get(invocation_id)
-                    picked = self._registry.pick_endpoint(deployment_id, avoid)
-                    if picked is None:
-                        log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
-                        at_ms = self._clock.now_ms() + self._settings.unhealthy_endpoint_ms
-                        continue
-                    endpoint = picked
-                    next_claim = await self._durably(
-                        "claiming", functools.partial(self._claim, invocation_id, endpoint)
-                    )
-                    if next_claim is None:
+                if claimed is None:
+                    next_up = await self._claim_next(invocation_id, deployment_id)
+                    if next_up is None:
                         return
-                    claim = next_claim
+                    if isinstance(next_up, int):
+                        at_ms = next_up
+                        continue
+                    claimed = next_up
+                (claim, endpoint), claimed = claimed, None
+                deployment_id = claim.invocation.deployment_id
                 crash_point("proxy.claim.after_commit")
                 attempt = claim.invocation.attempt
                 self._running[invocation_id] = _Activity(
@@ -367,8 +355,22 @@ class Invoker:
         log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)
         return False
 
-    async def _claim(self, invocation_id: str, endpoint: str) -> Claim | None:
-        return await self._store.claim(invocation_id, endpoint, self._clock.now_ms())
+    async def _claim_next(self, invocation_id: str, deployment_id: str | None) -> tuple[Claim, str] | int | None:
+        """Claim the next attempt on an instance: (claim, endpoint); when no instance is up, the time
+        to try again; None when the invocation is not runnable (any more)."""
+        if deployment_id is None:
+            invocation = await self._durably("reading", lambda: self._store.get_invocation(invocation_id))
+            if invocation is None or invocation.status != "pending":
+                return None
+            deployment_id = invocation.deployment_id
+        endpoint = self._registry.pick_endpoint(deployment_id, self._last_endpoint.get(invocation_id))
+        if endpoint is None:
+            log.warning("no instance of deployment %s for %s; waiting", deployment_id, invocation_id)
+            return self._clock.now_ms() + self._settings.unhealthy_endpoint_ms
+        claim = await self._durably(
+            "claiming", lambda: self._store.claim(invocation_id, endpoint, self._clock.now_ms())
+        )
+        return None if claim is None else (claim, endpoint)
 
     async def _durably(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a store operation until the store takes it: an attempt's outcome is never dropped
