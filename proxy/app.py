@@ -20,6 +20,7 @@ from .admin import create_admin_app
 from .auth import BearerAuth
 from .callbacks import Callbacks
 from .clock import Clock, SystemClock
+from .cluster import Cluster
 from .config import Settings
 from .ingress import Ingress
 from .invoker import Invoker
@@ -56,7 +57,9 @@ class Runtime:
         self.waiters = Waiters()
         self.signals = CompletionSignals()
         self.registry = Registry(store, clock, client, settings.unhealthy_endpoint_ms, settings.signing_key)
-        self.timers = TimerService(store, clock, self.apply_effects)
+        self.timers = TimerService(
+            store, clock, self.apply_effects, horizon_ms=max(2 * store.lease_ms, 2_000) if store.shared else 60_000
+        )
         self.invoker = Invoker(
             store=store,
             registry=self.registry,
@@ -67,6 +70,18 @@ class Runtime:
             callback_base=callback_base,
             on_effects=self.apply_effects,
             on_backoff=lambda invocation_id, at_ms: self.timers.add(invocation_id, -1, at_ms),
+        )
+        self.cluster = (
+            Cluster(
+                store=store,
+                clock=clock,
+                invoker=self.invoker,
+                registry=self.registry,
+                waiters=self.waiters,
+                signals=self.signals,
+            )
+            if store.shared
+            else None
         )
         self.callbacks = Callbacks(self)
         self.ingress: ASGIApp = Ingress(self)
@@ -84,7 +99,17 @@ class Runtime:
         callback_base: str | None = None,
     ) -> AsyncIterator[Runtime]:
         """Open the store, recover in-flight invocations, and run until the block exits."""
-        store = store if store is not None else open_store(settings.db, synchronous=settings.sqlite_synchronous)
+        store = (
+            store
+            if store is not None
+            else open_store(
+                settings.db,
+                synchronous=settings.sqlite_synchronous,
+                instance_id=settings.instance_id,
+                lease_ms=settings.lease_ms,
+                pool_size=settings.db_pool_size,
+            )
+        )
         await store.open()
         client = Outbound(connect_timeout=settings.connect_timeout_ms / 1000, transport=transport)
         try:
@@ -97,6 +122,8 @@ class Runtime:
                 callback_base=callback_base or settings.callback_base(),
             )
             await runtime.registry.load()
+            if runtime.cluster is not None:
+                await runtime.cluster.start()  # before recovering: no broadcast is missed in between
             await runtime.recover()
             purger = asyncio.get_running_loop().create_task(runtime.purge_forever(), name="purge")
             try:
@@ -104,6 +131,8 @@ class Runtime:
             finally:
                 purger.cancel()
                 await asyncio.gather(purger, return_exceptions=True)
+                if runtime.cluster is not None:
+                    await runtime.cluster.close()
                 await runtime.timers.close()
                 await runtime.invoker.close()
         finally:
@@ -112,7 +141,13 @@ class Runtime:
 
     async def recover(self) -> None:
         """Fence every attempt a previous process left running, resume the runnable
-        invocations, and start the timers (those that fell due meanwhile fire at once)."""
+        invocations, and start the timers (those that fell due meanwhile fire at once).
+
+        On a shared database, only this instance's own leftovers are fenced here (its
+        ``instance_id`` from before a restart, or leases already expired); the others'
+        running attempts are left to their instances, or to the lease keeper once
+        their leases run out. The runnable ones are claimed by whichever instance
+        gets there first."""
         abandoned = await self.store.abandon_running(self.clock.now_ms())
         runnable = await self.store.list_runnable()
         for invocation_id in runnable:

@@ -2,7 +2,7 @@
 
     durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070] [--callback-port 9071]
     durable-proxy register URI [--admin-url http://127.0.0.1:9070]
-    durable-proxy migrate [--db PATH]
+    durable-proxy migrate [--db PATH|postgresql://...]
     durable-proxy invocations cancel|kill|resume ID [--admin-url ...]
 
 Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
@@ -35,7 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy (ingress and admin API)")
-    serve.add_argument("--db", help="SQLite database file (default: durable-proxy.db)")
+    serve.add_argument(
+        "--db", help="SQLite database file or postgresql://user@host:port/database URL (default: durable-proxy.db)"
+    )
+    serve.add_argument("--instance-id", help="this instance's name among those sharing a PostgreSQL database")
+    serve.add_argument(
+        "--lease-ms", type=int, help="PostgreSQL: take over a silent instance's work after this (default: 10000)"
+    )
+    serve.add_argument("--db-pool-size", type=int, help="PostgreSQL: connections in the pool (default: 16)")
     serve.add_argument("--host", help="ingress address (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="ingress port (default: 8080)")
     serve.add_argument("--admin-host", help="admin API address (default: 127.0.0.1)")
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
-    migrate.add_argument("--db", help="SQLite database file (default: durable-proxy.db)")
+    migrate.add_argument("--db", help="SQLite database file or postgresql:// URL (default: durable-proxy.db)")
 
     invocations = commands.add_parser("invocations", help="act on invocations")
     actions = invocations.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -114,7 +121,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "db", "host", "port", "admin_host", "admin_port", "callback_port", "advertised_url", "max_body_bytes",
         "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
         "retry_max_interval_ms", "on_max_attempts", "sqlite_synchronous", "workflow_retention_ms", "signing_key",
-        "ingress_token", "admin_token",
+        "ingress_token", "admin_token", "instance_id", "lease_ms", "db_pool_size",
     ]  # fmt: skip
     return Settings.load({name: getattr(args, name, None) for name in names})
 

@@ -23,8 +23,17 @@ def _is_loopback(host: str) -> bool:
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    #: SQLite database file (created if missing).
+    #: The journal: a SQLite file (created if missing) or a ``postgresql://`` URL.
     db: str = "durable-proxy.db"
+    #: This proxy's name among the instances sharing a PostgreSQL database. A stable name lets a
+    #: restarted instance take its own invocations back at once instead of waiting for their leases.
+    #: Empty: a new random name per start.
+    instance_id: str = ""
+    #: PostgreSQL: an instance that has not renewed the lease of a running invocation for this long
+    #: is presumed dead, and another instance takes the invocation over.
+    lease_ms: int = 10_000
+    #: PostgreSQL: connections in this instance's pool.
+    db_pool_size: int = 16
     #: SQLite durability: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: str = "FULL"
     host: str = "127.0.0.1"
@@ -82,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "connect_timeout_ms",
             "workflow_retention_ms",
             "purge_interval_ms",
+            "lease_ms",
+            "db_pool_size",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

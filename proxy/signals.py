@@ -31,3 +31,8 @@ class CompletionSignals:
         self._waiting.pop(invocation_id, None)
         if event is not None:
             event.set()
+
+    def notify_all(self) -> None:
+        """Wake every waiting attempt (each re-reads the store): completions may have gone unheard."""
+        for invocation_id in list(self._events):
+            self.notify(invocation_id)

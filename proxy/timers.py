@@ -10,6 +10,13 @@ are picked up when their window is loaded.
 
 A timer fires no earlier than its due time, by the injected clock; one that
 fell due while the proxy was down fires as soon as the proxy starts.
+
+On a database shared by several instances, every instance loads the same
+window (a short one: a timer set by an instance that died is found within
+half of it) and, when timers fall due, asks the store to fire whatever is due
+(``fire_due_timers``). The store claims each timer's row with ``FOR UPDATE
+SKIP LOCKED`` and deletes it as it fires, so each timer fires once across the
+instances, and the others skip it.
 """
 
 from __future__ import annotations
@@ -94,12 +101,40 @@ class TimerService:
             until = rows[-1].due_at_ms
         self._loaded_until = until
 
+    async def _fire_shared(self, now: int) -> None:
+        """Fire every timer due by ``now`` that no other instance is firing; forget the due ones here."""
+        if not (self._heap and self._heap[0][0] <= now):
+            return
+        crash_point("proxy.timer.before_fire")
+        try:
+            while True:
+                fired, effects = await self._store.fire_due_timers(now, _BATCH)
+                self.fired += len(fired)
+                self._on_effects(effects)
+                if len(fired) < _BATCH:
+                    break
+        except Exception:
+            log.exception("firing due timers failed; retrying in a second")
+            retry_at = now + 1_000
+            while self._heap and self._heap[0][0] <= now:
+                _, invocation_id, index = heapq.heappop(self._heap)
+                self._queued.discard((invocation_id, index))
+                self._push(retry_at, invocation_id, index)
+            return
+        # Fired here, fired by another instance, or being fired by one right now (and if that one
+        # fails, its transaction rolls back and the timer is found again at the next load).
+        while self._heap and self._heap[0][0] <= now:
+            _, invocation_id, index = heapq.heappop(self._heap)
+            self._queued.discard((invocation_id, index))
+
     async def _run(self) -> None:
         while True:
             self._working = True
             now = self._clock.now_ms()
             if now + self._horizon_ms // 2 >= self._loaded_until:
                 await self._load(now)
+            if self._store.shared:
+                await self._fire_shared(now)
             while self._heap and self._heap[0][0] <= now:
                 due, invocation_id, index = heapq.heappop(self._heap)
                 self._queued.discard((invocation_id, index))

@@ -38,6 +38,12 @@ class Waiters:
             if not waiting:
                 del self._waiting[invocation_id]
 
+    def waiting_for(self, invocation_id: str) -> bool:
+        return invocation_id in self._waiting
+
+    def invocation_ids(self) -> list[str]:
+        return list(self._waiting)
+
     def notify(self, outcome: Outcome) -> None:
         for future in self._waiting.pop(outcome.invocation_id, ()):
             if not future.done():

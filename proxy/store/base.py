@@ -44,7 +44,8 @@ and ``index >= 0`` for a sleep entry.
 from __future__ import annotations
 
 import abc
-from typing import Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -213,6 +214,13 @@ class KeyStatus(msgspec.Struct, frozen=True, kw_only=True):
     promises: list[PromiseRow]
 
 
+class Lease(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance's hold on the attempts it runs: renewed while it lives, taken over once past ``until_ms``."""
+
+    owner: str
+    until_ms: int
+
+
 class TimerRow(msgspec.Struct, frozen=True, kw_only=True):
     invocation_id: str
     #: -1: start the invocation; >= 0: complete the sleep entry at this index.
@@ -286,10 +294,31 @@ class IdempotencyConflict(Exception):
         self.existing = existing
 
 
+class Broadcast(msgspec.Struct, frozen=True, kw_only=True):
+    """What a commit of another instance sharing the database means to this one."""
+
+    #: The instance that committed it.
+    sender: str
+    #: Invocations that reached their end (clients may be waiting for them here).
+    ended: list[str] = []
+    #: Invocations that got a completion (an attempt running here may be waiting for it).
+    notified: list[str] = []
+    #: Deployments or services changed.
+    deployments: bool = False
+
+
 class JournalStore(abc.ABC):
     """Durable state of the proxy. See the module docstring for the fencing rule."""
 
     __slots__ = ()
+
+    #: True when several proxy instances may share this database: each runs the attempts it claimed
+    #: under a lease, takes over the expired leases of the others, and hears their commits.
+    shared: ClassVar[bool] = False
+    #: This instance's name in the leases it holds.
+    instance_id: str
+    #: How long a lease lasts unless renewed.
+    lease_ms: int
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -463,6 +492,11 @@ class JournalStore(abc.ABC):
         longer exists does nothing."""
 
     @abc.abstractmethod
+    async def fire_due_timers(self, now_ms: int, limit: int = 100) -> tuple[list[TimerRow], Effects]:
+        """Fire (as ``fire_timer``) up to ``limit`` timers due by ``now_ms``, earliest first, in one
+        transaction. Timers another instance is firing at the same moment are skipped, not fired twice."""
+
+    @abc.abstractmethod
     async def due_timers(self, before_ms: int, limit: int) -> list[TimerRow]:
         """Timers due before ``before_ms``, earliest first (uses the due-time index)."""
 
@@ -484,7 +518,32 @@ class JournalStore(abc.ABC):
 
     @abc.abstractmethod
     async def abandon_running(self, now_ms: int) -> int:
-        """On proxy start: every ``running`` invocation -> ``pending`` (fences the old attempts)."""
+        """On proxy start: ``running`` invocations -> ``pending`` (fences the old attempts). A store that
+        is not ``shared`` takes them all; a shared one only those leased to this instance (a restart
+        under the same ``instance_id``), unleased, or with an expired lease."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, now_ms: int) -> int:
+        """Extend, to ``now_ms + lease_ms``, the lease of every running invocation this instance holds."""
+
+    @abc.abstractmethod
+    async def take_over_expired(self, now_ms: int, limit: int = 100) -> list[str]:
+        """Running invocations whose lease ran out before ``now_ms`` -> ``pending`` (their attempts are
+        fenced and closed as abandoned); returns their ids, for this instance to claim."""
+
+    @abc.abstractmethod
+    async def list_stale_pending(self, before_ms: int, limit: int = 100) -> list[str]:
+        """``pending`` invocations last changed before ``before_ms``: woken by an instance that did not
+        live to claim them."""
+
+    @abc.abstractmethod
+    async def subscribe(self, on_broadcast: Callable[[Broadcast], None], on_gap: Callable[[], None]) -> None:
+        """Hear the commits of the other instances sharing the database, until ``close``.
+
+        ``on_gap`` is called when broadcasts may have been missed (the connection
+        that hears them was lost and made again): whoever relies on them should
+        read the store again. A store no other instance shares has nothing to hear.
+        """
 
     @abc.abstractmethod
     async def list_runnable(self) -> list[str]:

@@ -1,5 +1,10 @@
 """Schema migrations: numbered plain SQL files, applied in order, each in its own transaction.
 
+SQLite and PostgreSQL each have their own numbered series (``migrate`` and
+``migrate_postgresql``); what follows describes SQLite, and the PostgreSQL
+runner gives the same guarantees with an advisory lock in place of
+``BEGIN IMMEDIATE``.
+
 Migrations live in ``proxy/store/migrations/<dialect>/NNNN_description.sql`` and
 ship inside the package (read with ``importlib.resources``), so an installed
 proxy always carries the schema it expects. The ``schema_version`` table
@@ -32,6 +37,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
     "Migration",
@@ -40,6 +50,7 @@ __all__ = [
     "latest_version",
     "load_migrations",
     "migrate",
+    "migrate_postgresql",
     "split_statements",
 ]
 
@@ -188,3 +199,44 @@ def _is_blank(sql: str) -> bool:
     """True when ``sql`` holds only whitespace, ``--`` comment lines and semicolons."""
     lines = (line.strip() for line in sql.splitlines())
     return all(not line.strip(";") or line.startswith("--") for line in lines)
+
+
+_CREATE_PG_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version       INTEGER PRIMARY KEY NOT NULL,
+    name          TEXT NOT NULL,
+    applied_at_ms BIGINT NOT NULL
+)
+"""
+#: Key of the advisory lock that serialises instances migrating one PostgreSQL database at once.
+_PG_MIGRATION_LOCK = 0x64757261626C65  # "durable"
+
+
+async def migrate_postgresql(conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> list[int]:
+    """Bring a PostgreSQL database to ``latest_version("postgresql")``; the versions applied now.
+
+    Each migration runs in its own transaction with its ``schema_version`` row,
+    under a transaction-level advisory lock, so that instances starting together
+    apply each migration once and a crash leaves the database at one known version.
+    """
+    migrations = load_migrations("postgresql")
+    latest = migrations[-1].version if migrations else 0
+    applied: list[int] = []
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_MIGRATION_LOCK)
+            await conn.execute(_CREATE_PG_VERSION_TABLE)
+            version = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+            if version > latest:
+                raise SchemaTooNewError(version, latest)
+            if version == latest:
+                return applied
+            step = migrations[version]
+            await conn.execute(step.sql)  # the simple query protocol runs a whole script
+            await conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+                step.version,
+                step.name,
+                time.time_ns() // 1_000_000,
+            )
+        applied.append(step.version)

@@ -14,6 +14,7 @@ from handler_sdk.protocol import HandlerManifest, Manifest, ServiceManifest
 from proxy.store import open_store
 from proxy.store._sqlite_writer import SQLiteWriter, StoreClosedError
 from proxy.store.base import AppendResult, Effects, Ended, IdempotencyConflict, JournalStore, TimerRow
+from proxy.store.postgres import PostgresStore
 from proxy.store.sqlite import SQLiteStore
 from tests.proxy.conftest import StoreFactory
 from tests.proxy.helpers import BOOM, new, start
@@ -327,12 +328,19 @@ async def test_an_invalid_manifest_is_rejected_before_writing(store: JournalStor
 # --------------------------------------------------------------------------- opening
 
 
-def test_open_store_accepts_paths_and_sqlite_urls() -> None:
+def test_open_store_accepts_paths_sqlite_and_postgresql_urls() -> None:
     assert isinstance(open_store("journal.db"), SQLiteStore)
     url_store = open_store("sqlite:////var/lib/proxy/journal.db")
     assert isinstance(url_store, SQLiteStore) and url_store.path == "/var/lib/proxy/journal.db"
-    with pytest.raises(ValueError, match="PostgreSQL support is not available yet"):
-        open_store("postgresql://localhost/proxy")
+    assert not url_store.shared
+    for url in ("postgresql://localhost/proxy", "postgres://u:p@db:5433/proxy?sslmode=require"):
+        pg_store = open_store(url, instance_id="proxy-1", lease_ms=5_000)
+        assert isinstance(pg_store, PostgresStore) and pg_store.shared
+        assert (pg_store.instance_id, pg_store.lease_ms) == ("proxy-1", 5_000)
+    unnamed = open_store("postgresql://localhost/proxy")
+    assert unnamed.instance_id and unnamed.instance_id != open_store("postgresql://localhost/proxy").instance_id
+    with pytest.raises(ValueError, match="lease_ms"):
+        open_store("postgresql://localhost/proxy", lease_ms=0)
     for bad in ("mysql://localhost/db", "sqlite://", ":memory:", ""):
         with pytest.raises(ValueError):
             open_store(bad)

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from proxy.store._sqlite_ops import INVOCATION_COLUMNS, UNFINISHED
+from proxy.store._ops import INVOCATION_COLUMNS, UNFINISHED
 from proxy.store.base import CompletionRow, Effects, Ended, JournalStore, StoredFailure, TimerRow
 from proxy.store.sqlite import SQLiteStore
 from tests.proxy.conftest import StoreFactory

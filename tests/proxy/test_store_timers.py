@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from proxy.store._sqlite_ops import DUE_TIMERS_SQL, RUNNABLE_SQL
-from proxy.store._sqlite_ops_cancel import CASCADE_SQL
+from proxy.store._ops import DUE_TIMERS_SQL, RUNNABLE_SQL
+from proxy.store._ops_cancel import CASCADE_SQL
 from proxy.store.base import CompletionRow, Effects, JournalStore, TimerRow
 from proxy.store.sqlite import SQLiteStore
 from tests.proxy.helpers import BOOM, append, claim, new, start, status_of

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from proxy.store._sqlite_ops_keys import PURGEABLE_SQL
+from proxy.store._ops_keys import PURGEABLE_SQL
 from proxy.store.base import JournalStore, NewInvocation, PromiseOp, StateOp
 from proxy.store.sqlite import SQLiteStore
 from tests.proxy.helpers import BOOM, append, claim, new

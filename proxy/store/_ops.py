@@ -1,31 +1,33 @@
-"""The SQL of the SQLite store, part 1: shared SQL fragments, row decoding, and every read.
+"""The SQL of the journal store, part 1: shared SQL fragments, row decoding, and every read.
 
-The store's SQL is plain functions, one per verb, run as jobs on a store
-thread. They are split by concept:
+The store's SQL is plain ``async`` functions, one per verb, written once for
+SQLite and PostgreSQL over a ``Tx`` (see ``_tx``). They are split by concept:
 
-* ``_sqlite_ops`` (this module): rows and reads.
-* ``_sqlite_ops_invocations``: the life of one invocation (create, claim,
-  append, suspend, complete, fail, backoff, pause, resume, abandon).
-* ``_sqlite_ops_completions``: completions, timers, and what a write does to
+* ``_ops`` (this module): rows and reads.
+* ``_ops_invocations``: the life of one invocation (create, claim,
+  append, suspend, complete, fail, backoff, pause, resume, abandon) and
+  its lease.
+* ``_ops_completions``: completions, timers, and what a write does to
   other invocations (``Effects``).
-* ``_sqlite_ops_cancel``: the cancel and kill cascades.
-* ``_sqlite_ops_deployments``: deployments, services and the secret.
-* ``_sqlite_ops_locks``: the locks of object and workflow keys and their queues.
-* ``_sqlite_ops_keys``: keyed state, durable promises, key status and the
+* ``_ops_cancel``: the cancel and kill cascades.
+* ``_ops_deployments``: deployments, services and the secret.
+* ``_ops_locks``: the locks of object and workflow keys and their queues.
+* ``_ops_keys``: keyed state, durable promises, key status and the
   purge of ended workflows.
 
-Every function takes the connection first and runs inside a transaction
-opened by its thread: a write job inside the writer's batch transaction (and
-its own savepoint), a read job inside a read transaction. Nothing commits.
+Every function takes the transaction first and runs inside it: on SQLite a
+write inside the writer's batch transaction (and its own savepoint), on
+PostgreSQL a serializable transaction of its own; a read inside a read-only
+snapshot. Nothing here commits.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
 import msgspec
 
+from proxy.store._tx import Row, Tx, indices_in, insertion_order
 from proxy.store.base import (
     ACTIVE_STATUSES,
     AttemptRow,
@@ -51,9 +53,9 @@ INVOCATION_COLUMNS: Final = (
 DUE_TIMERS_SQL: Final = (
     "SELECT invocation_id, idx, due_at_ms FROM timers WHERE due_at_ms < ? ORDER BY due_at_ms LIMIT ?"
 )
-RUNNABLE_SQL: Final = (
-    f"SELECT id FROM invocations WHERE {UNFINISHED} AND status = 'pending' ORDER BY created_at_ms, rowid"
-)
+_RUNNABLE: Final = f"SELECT id FROM invocations WHERE {UNFINISHED} AND status = 'pending' ORDER BY created_at_ms, "
+#: The SQLite form (its query plan is tested): ``rowid`` keeps arrival order among equal timestamps.
+RUNNABLE_SQL: Final = _RUNNABLE + "rowid"
 
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
 _indices_decoder = msgspec.json.Decoder(list[int])
@@ -71,7 +73,7 @@ def failure_of(code: int | None, message: str | None) -> StoredFailure | None:
     return None if code is None else StoredFailure(code=code, message=message or "")
 
 
-def _invocation(row: sqlite3.Row) -> Invocation:
+def _invocation(row: Row) -> Invocation:
     status: InvocationStatus = row["status"]
     waiting_on: str | None = row["waiting_on"]
     return Invocation(
@@ -103,43 +105,43 @@ def _invocation(row: sqlite3.Row) -> Invocation:
     )
 
 
-def _completions(rows: list[sqlite3.Row]) -> list[CompletionRow]:
+def _completions(rows: list[Row]) -> list[CompletionRow]:
     return [CompletionRow(index=r[0], result=r[1], failure=failure_of(r[2], r[3]), created_at_ms=r[4]) for r in rows]
 
 
 # --------------------------------------------------------------------------- reads
 
 
-def get_invocation(conn: sqlite3.Connection, invocation_id: str) -> Invocation | None:
-    row = conn.execute(f"SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?", (invocation_id,)).fetchone()
+async def get_invocation(tx: Tx, invocation_id: str) -> Invocation | None:
+    row = await tx.fetchone(f"SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?", (invocation_id,))
     return None if row is None else _invocation(row)
 
 
-def find_by_idempotency_key(
-    conn: sqlite3.Connection, service: str, handler: str, key: str | None, idempotency_key: str
+async def find_by_idempotency_key(
+    tx: Tx, service: str, handler: str, key: str | None, idempotency_key: str
 ) -> Invocation | None:
-    row = conn.execute(
+    row = await tx.fetchone(
         f"SELECT {INVOCATION_COLUMNS} FROM invocations WHERE service = ? AND handler = ?"
         " AND coalesce(key, '') = coalesce(?, '') AND idempotency_key = ?",
         (service, handler, key, idempotency_key),
-    ).fetchone()
+    )
     return None if row is None else _invocation(row)
 
 
-def get_journal(conn: sqlite3.Connection, invocation_id: str) -> list[JournalRow]:
-    rows = conn.execute(
+async def get_journal(tx: Tx, invocation_id: str) -> list[JournalRow]:
+    rows = await tx.fetchall(
         "SELECT idx, kind, name, attempt, entry, created_at_ms FROM journal WHERE invocation_id = ? ORDER BY idx",
         (invocation_id,),
-    ).fetchall()
+    )
     return [JournalRow(index=r[0], kind=r[1], name=r[2], attempt=r[3], entry=r[4], created_at_ms=r[5]) for r in rows]
 
 
-def get_attempts(conn: sqlite3.Connection, invocation_id: str) -> list[AttemptRow]:
-    rows = conn.execute(
+async def get_attempts(tx: Tx, invocation_id: str) -> list[AttemptRow]:
+    rows = await tx.fetchall(
         "SELECT attempt, endpoint, started_at_ms, ended_at_ms, outcome, failure_code, failure_message"
         " FROM attempts WHERE invocation_id = ? ORDER BY attempt",
         (invocation_id,),
-    ).fetchall()
+    )
     return [
         AttemptRow(
             attempt=r[0],
@@ -153,41 +155,40 @@ def get_attempts(conn: sqlite3.Connection, invocation_id: str) -> list[AttemptRo
     ]
 
 
-def get_all_completions(conn: sqlite3.Connection, invocation_id: str) -> list[CompletionRow]:
-    rows = conn.execute(
+async def get_all_completions(tx: Tx, invocation_id: str) -> list[CompletionRow]:
+    rows = await tx.fetchall(
         "SELECT idx, result, failure_code, failure_message, created_at_ms FROM completions"
         " WHERE invocation_id = ? ORDER BY idx",
         (invocation_id,),
-    ).fetchall()
+    )
     return _completions(rows)
 
 
-def get_completions(conn: sqlite3.Connection, invocation_id: str, indices: list[int]) -> list[CompletionRow]:
-    rows = conn.execute(
+async def get_completions(tx: Tx, invocation_id: str, indices: list[int]) -> list[CompletionRow]:
+    rows = await tx.fetchall(
         "SELECT idx, result, failure_code, failure_message, created_at_ms FROM completions"
-        " WHERE invocation_id = ? AND idx IN (SELECT value FROM json_each(?)) ORDER BY idx",
+        f" WHERE invocation_id = ? AND {indices_in(tx, 'idx')} ORDER BY idx",
         (invocation_id, encode_indices(indices)),
-    ).fetchall()
+    )
     return _completions(rows)
 
 
-def due_timers(conn: sqlite3.Connection, before_ms: int, limit: int) -> list[TimerRow]:
-    rows = conn.execute(DUE_TIMERS_SQL, (before_ms, limit)).fetchall()
+async def due_timers(tx: Tx, before_ms: int, limit: int) -> list[TimerRow]:
+    rows = await tx.fetchall(DUE_TIMERS_SQL, (before_ms, limit))
     return [TimerRow(invocation_id=r[0], index=r[1], due_at_ms=r[2]) for r in rows]
 
 
-def list_runnable(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(RUNNABLE_SQL).fetchall()]
+async def list_runnable(tx: Tx) -> list[str]:
+    return [r[0] for r in await tx.fetchall(_RUNNABLE + insertion_order(tx))]
 
 
-def list_invocations(conn: sqlite3.Connection, status: InvocationStatus | None, limit: int) -> list[Invocation]:
-    order = "ORDER BY created_at_ms DESC, rowid DESC LIMIT ?"
+async def list_invocations(tx: Tx, status: InvocationStatus | None, limit: int) -> list[Invocation]:
+    seq = insertion_order(tx)
+    order = f"ORDER BY created_at_ms DESC, {seq} DESC LIMIT ?"
     if status is None:
-        rows = conn.execute(f"SELECT {INVOCATION_COLUMNS} FROM invocations {order}", (limit,)).fetchall()
+        rows = await tx.fetchall(f"SELECT {INVOCATION_COLUMNS} FROM invocations {order}", (limit,))
     else:
         # Repeating the partial index's term lets an unfinished status use invocations_unfinished.
         where = f"{UNFINISHED} AND status = ?" if status in ACTIVE_STATUSES else "status = ?"
-        rows = conn.execute(
-            f"SELECT {INVOCATION_COLUMNS} FROM invocations WHERE {where} {order}", (status, limit)
-        ).fetchall()
+        rows = await tx.fetchall(f"SELECT {INVOCATION_COLUMNS} FROM invocations WHERE {where} {order}", (status, limit))
     return [_invocation(r) for r in rows]

@@ -1,4 +1,4 @@
-"""The SQL of the SQLite store, part 7: keyed state, durable promises, key status, and the purge of workflows.
+"""The SQL of the journal store, part 7: keyed state, durable promises, key status, and the purge of workflows.
 
 State and promises belong to an object or workflow key, (service, key). They
 change only inside the ``append`` that commits the journal entry changing them
@@ -14,12 +14,12 @@ suspended on them) and deletes those rows.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
-from proxy.store._sqlite_ops import failure_of
-from proxy.store._sqlite_ops_completions import EffectsBuilder, add_completion
-from proxy.store._sqlite_ops_locks import QUEUE_SQL
+from proxy.store._ops import failure_of
+from proxy.store._ops_completions import EffectsBuilder, add_completion
+from proxy.store._ops_locks import QUEUE_SQL
+from proxy.store._tx import Tx
 from proxy.store.base import CompletionRow, KeyStatus, PromiseOp, PromiseRow, StateOp, StoredFailure
 
 STATE_SQL: Final = "SELECT name, value FROM state WHERE service = ? AND key = ? ORDER BY name"
@@ -39,22 +39,22 @@ _ENDED_OF_KEY: Final = "SELECT id FROM invocations WHERE service = ? AND key = ?
 # --------------------------------------------------------------------------- state
 
 
-def get_state(conn: sqlite3.Connection, service: str, key: str) -> dict[str, bytes]:
-    return {r[0]: bytes(r[1]) for r in conn.execute(STATE_SQL, (service, key)).fetchall()}
+async def get_state(tx: Tx, service: str, key: str) -> dict[str, bytes]:
+    return {r[0]: bytes(r[1]) for r in await tx.fetchall(STATE_SQL, (service, key))}
 
 
-def apply_state_op(conn: sqlite3.Connection, service: str, key: str, op: StateOp) -> None:
+async def apply_state_op(tx: Tx, service: str, key: str, op: StateOp) -> None:
     if op.op == "set":
         assert op.value is not None  # checked before the job was queued
-        conn.execute(
+        await tx.execute(
             "INSERT INTO state (service, key, name, value) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (service, key, name) DO UPDATE SET value = excluded.value",
             (service, key, op.name, op.value),
         )
     elif op.op == "clear":
-        conn.execute("DELETE FROM state WHERE service = ? AND key = ? AND name = ?", (service, key, op.name))
+        await tx.execute("DELETE FROM state WHERE service = ? AND key = ? AND name = ?", (service, key, op.name))
     else:
-        conn.execute("DELETE FROM state WHERE service = ? AND key = ?", (service, key))
+        await tx.execute("DELETE FROM state WHERE service = ? AND key = ?", (service, key))
 
 
 # --------------------------------------------------------------------------- promises
@@ -64,8 +64,8 @@ def already_completed(name: str) -> StoredFailure:
     return StoredFailure(code=409, message=f"promise '{name}' was already completed")
 
 
-def apply_promise_op(
-    conn: sqlite3.Connection,
+async def apply_promise_op(
+    tx: Tx,
     fx: EffectsBuilder,
     invocation_id: str,
     index: int,
@@ -75,15 +75,15 @@ def apply_promise_op(
     now_ms: int,
 ) -> CompletionRow | None:
     """Apply ``op`` for the entry just appended at ``index``; returns the completion that entry got now."""
-    promise = conn.execute(
+    promise = await tx.fetchone(
         "SELECT value, failure_code, failure_message FROM promises WHERE service = ? AND key = ? AND name = ?",
         (service, key, op.name),
-    ).fetchone()
+    )
     result: bytes | None = None
     failure: StoredFailure | None = None
     if op.op == "get":
         if promise is None:
-            conn.execute(
+            await tx.execute(
                 "INSERT INTO promise_waiters (service, key, name, invocation_id, idx) VALUES (?, ?, ?, ?, ?)",
                 (service, key, op.name, invocation_id, index),
             )
@@ -101,7 +101,7 @@ def apply_promise_op(
     else:
         # Resolved with neither a value nor a failure: resolved with JSON null.
         value = None if op.failure is not None else (b"null" if op.value is None else op.value)
-        conn.execute(
+        await tx.execute(
             "INSERT INTO promises (service, key, name, value, failure_code, failure_message, completed_at_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -115,23 +115,23 @@ def apply_promise_op(
             ),
         )
         where = (service, key, op.name)
-        waiters = conn.execute(
+        waiters = await tx.fetchall(
             "SELECT invocation_id, idx FROM promise_waiters WHERE service = ? AND key = ? AND name = ?", where
-        ).fetchall()
-        conn.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ? AND name = ?", where)
+        )
+        await tx.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ? AND name = ?", where)
         for waiter_id, waiter_index in waiters:
-            add_completion(conn, fx, waiter_id, waiter_index, value, op.failure, now_ms)
-    written = add_completion(conn, fx, invocation_id, index, result, failure, now_ms)
+            await add_completion(tx, fx, waiter_id, waiter_index, value, op.failure, now_ms)
+    written = await add_completion(tx, fx, invocation_id, index, result, failure, now_ms)
     assert written, "a promise op's entry was completed before it was appended"
     return CompletionRow(index=index, result=result, failure=failure, created_at_ms=now_ms)
 
 
-def list_promises(conn: sqlite3.Connection, service: str, key: str) -> list[PromiseRow]:
-    rows = conn.execute(
+async def list_promises(tx: Tx, service: str, key: str) -> list[PromiseRow]:
+    rows = await tx.fetchall(
         "SELECT name, value, failure_code, failure_message, completed_at_ms FROM promises"
         " WHERE service = ? AND key = ? ORDER BY name",
         (service, key),
-    ).fetchall()
+    )
     return [
         PromiseRow(
             name=r[0],
@@ -146,30 +146,32 @@ def list_promises(conn: sqlite3.Connection, service: str, key: str) -> list[Prom
 # --------------------------------------------------------------------------- keys
 
 
-def key_status(conn: sqlite3.Connection, service: str, key: str) -> KeyStatus:
-    holder = conn.execute("SELECT holder_id FROM key_locks WHERE service = ? AND key = ?", (service, key)).fetchone()
+async def key_status(tx: Tx, service: str, key: str) -> KeyStatus:
+    holder = await tx.fetchone("SELECT holder_id FROM key_locks WHERE service = ? AND key = ?", (service, key))
     return KeyStatus(
         service=service,
         key=key,
-        state=get_state(conn, service, key),
+        state=await get_state(tx, service, key),
         lock_holder=None if holder is None else holder[0],
-        queue=[r[0] for r in conn.execute(QUEUE_SQL, (service, key)).fetchall()],
-        promises=list_promises(conn, service, key),
+        queue=[r[0] for r in await tx.fetchall(QUEUE_SQL, (service, key))],
+        promises=await list_promises(tx, service, key),
     )
 
 
-def purge_workflows(conn: sqlite3.Connection, service: str, ended_before_ms: int, limit: int) -> int:
-    keys = [r[0] for r in conn.execute(PURGEABLE_SQL, (service, ended_before_ms, limit)).fetchall()]
+async def purge_workflows(tx: Tx, service: str, ended_before_ms: int, limit: int) -> int:
+    keys = [r[0] for r in await tx.fetchall(PURGEABLE_SQL, (service, ended_before_ms, limit))]
     for key in keys:
         ids = (service, key)
         # Explicit deletes rather than relying on the cascades, children before parents.
-        conn.execute(f"DELETE FROM promise_waiters WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        conn.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ?", ids)
-        conn.execute(f"DELETE FROM completions WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        conn.execute(f"DELETE FROM journal WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        conn.execute(f"DELETE FROM attempts WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        conn.execute(f"DELETE FROM timers WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        conn.execute("DELETE FROM invocations WHERE service = ? AND key = ? AND status IN ('completed', 'failed')", ids)
-        conn.execute("DELETE FROM state WHERE service = ? AND key = ?", ids)
-        conn.execute("DELETE FROM promises WHERE service = ? AND key = ?", ids)
+        await tx.execute(f"DELETE FROM promise_waiters WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        await tx.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ?", ids)
+        await tx.execute(f"DELETE FROM completions WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        await tx.execute(f"DELETE FROM journal WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        await tx.execute(f"DELETE FROM attempts WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        await tx.execute(f"DELETE FROM timers WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+        await tx.execute(
+            "DELETE FROM invocations WHERE service = ? AND key = ? AND status IN ('completed', 'failed')", ids
+        )
+        await tx.execute("DELETE FROM state WHERE service = ? AND key = ?", ids)
+        await tx.execute("DELETE FROM promises WHERE service = ? AND key = ?", ids)
     return len(keys)
