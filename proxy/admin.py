@@ -271,6 +271,20 @@ def create_admin_app(runtime: Runtime) -> Starlette:
     async def health(request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    async def instance(request: Request) -> Response:
+        store = runtime.store
+        return json_response(
+            {
+                "instance_id": store.instance_id,
+                "shared": store.shared,
+                "lease_ms": store.lease_ms,
+                # Writes refused because their attempt had been superseded (fenced), by kind.
+                "fenced_appends": runtime.callbacks.fenced_appends,
+                "superseded_ends": runtime.invoker.superseded_ends,
+                "taken_over": 0 if runtime.cluster is None else runtime.cluster.taken_over,
+            }
+        )
+
     async def on_proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
         return error_response(exc)
@@ -301,6 +315,7 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             Route("/invocations/{id}/{action}", patch_invocation, methods=["PATCH", "POST"]),
             Route("/objects/{service}/{key:path}", get_object, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            Route("/instance", instance, methods=["GET"]),
         ],
         exception_handlers={
             ProxyError: on_proxy_error,

@@ -25,6 +25,8 @@ import httpx
 
 from . import __version__
 from .config import Settings
+from .store import redacted
+from .store.base import StoreUnavailable
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
 
@@ -113,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"durable-proxy: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"durable-proxy: {exc}", file=sys.stderr)
+        return 1
     return 2
 
 
@@ -197,7 +202,7 @@ async def _serve_async(
             admin_port,
             settings.host,
             callback_port,
-            settings.db,
+            redacted(settings.db),
         )
         try:
             await server.serve(sockets=[ingress_sock, admin_sock])
@@ -295,5 +300,5 @@ def _migrate(args: argparse.Namespace) -> int:
         await store.close()
 
     asyncio.run(run())
-    print(json.dumps({"db": settings.db, "migrated": True}))
+    print(json.dumps({"db": redacted(settings.db), "migrated": True}))
     return 0

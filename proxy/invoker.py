@@ -118,6 +118,8 @@ class Invoker:
         #: The instance each invocation's last attempt went to: the next attempt prefers another.
         self._last_endpoint: dict[str, str] = {}
         self._closed = False
+        #: Ends of attempts the store refused because another attempt had superseded them.
+        self.superseded_ends = 0
 
     # ------------------------------------------------------------------ scheduling
 
@@ -352,6 +354,7 @@ class Invoker:
             crash_point("proxy.end.after_commit")
             self._on_effects(effects)
             return False
+        self.superseded_ends += 1
         log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)
         return False
 

@@ -37,6 +37,7 @@ __all__ = [
     "ServiceRow",
     "StoredFailure",
     "open_store",
+    "redacted",
 ]
 
 _SQLITE_PREFIX = "sqlite:///"
@@ -104,3 +105,13 @@ def new_instance_id() -> str:
     import socket
 
     return f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+
+
+def redacted(db: str) -> str:
+    """The database setting without its password, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(db)
+    if "://" not in db or parts.password is None:
+        return db
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))

@@ -38,7 +38,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from proxy.store import _ops_deployments as deployments
+from proxy.store import _ops_deployments as deployments, redacted
 from proxy.store._sql_store import SQLStore
 from proxy.store._sqlite_writer import StoreClosedError
 from proxy.store._tx import Dialect, Row, Tx
@@ -171,9 +171,8 @@ class PostgresStore(SQLStore):
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=min(2, self._pool_size), max_size=self._pool_size, statement_cache_size=1024
             )
-        except Exception as exc:
-            unavailable = _unavailable(exc)
-            raise (unavailable or exc) from exc
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot connect to the PostgreSQL database {redacted(self._dsn)}: {exc}") from None
         try:
             async with self._pool.acquire() as conn:
                 await migrate_postgresql(conn)
