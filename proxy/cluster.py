@@ -100,6 +100,7 @@ class Cluster:
 
     def _on_broadcast(self, broadcast: Broadcast) -> None:
         for invocation_id in broadcast.ended:
+            self._invoker.abort(invocation_id)  # killed through another instance while it ran here
             if self._waiters.waiting_for(invocation_id):
                 self._spawn(self._answer_waiters(invocation_id))
         for invocation_id in broadcast.notified:
