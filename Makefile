@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck check install clean bench
+.PHONY: run test test-postgres lint typecheck check install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,27 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/python -m examples.run
 
-## make test: install the dev stack, then lint, type-check and run the whole test suite
+# The in-process end-to-end suites on PostgreSQL: every journal a test opens is a database of its own.
+PG_E2E := DURABLE_TEST_STORE=postgresql $(BIN)/pytest tests/e2e tests/examples tests/handler_sdk -q
+PG_NOTE := DURABLE_TEST_POSTGRES_DSN is not set (e.g. postgresql://postgres@127.0.0.1:5432/test, as .ci/run sets it)
+
+## make test: install the dev stack, then lint, type-check and run the whole test suite, then the
+## end-to-end suites again on PostgreSQL when DURABLE_TEST_POSTGRES_DSN names a server
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+	@if [ -n "$(DURABLE_TEST_POSTGRES_DSN)" ]; then \
+		echo "$(PG_E2E)"; $(PG_E2E); \
+	else \
+		echo "note: skipped the end-to-end suites on PostgreSQL: $(PG_NOTE)"; \
+	fi
+
+## make test-postgres: only the end-to-end suites on PostgreSQL (needs DURABLE_TEST_POSTGRES_DSN)
+test-postgres: $(STAMP)
+	@if [ -z "$(DURABLE_TEST_POSTGRES_DSN)" ]; then echo "make test-postgres: $(PG_NOTE)" >&2; exit 2; fi
+	$(PG_E2E)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -53,3 +68,7 @@ soak: $(STAMP)
 ## make bench: durable-proxy on SQLite (FULL) vs Restate and DBOS on the same workloads (BENCH_ARGS=--quick ...)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## make chaos-postgres: the chaos run with three proxy instances on one PostgreSQL database (< 2 min; needs DURABLE_TEST_POSTGRES_DSN)
+chaos-postgres: $(STAMP)
+	$(BIN)/pytest tests/chaos/test_chaos.py -m chaos -k postgresql -q -s

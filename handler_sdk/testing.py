@@ -21,14 +21,18 @@ mismatch instead of failing in production.
 
 The environment runs the proxy from the ``proxy`` package of this distribution
 (imported when an environment is opened, never by ``import handler_sdk``), with
-its journal in a temporary SQLite file.
+its journal in a temporary SQLite file, unless it is given a database:
+``database="journal.db"`` (a SQLite file, kept afterwards) or
+``database="postgresql://user@host/db"`` (an existing PostgreSQL database; the
+proxy creates its tables). A test suite can send every environment opened
+without a database to PostgreSQL by setting ``default_database``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,10 +50,20 @@ if TYPE_CHECKING:
     from proxy.app import Runtime
     from proxy.clock import ManualClock
 
-__all__ = ["InvocationFailed", "TestEnvironment"]
+__all__ = ["InvocationFailed", "TestEnvironment", "default_database"]
 
 _HANDLERS = "http://handlers.test"
 _PROXY = "http://proxy.test"
+#: The name a ``TestEnvironment``'s proxy goes by on a PostgreSQL database. The same name every time, so
+#: an environment reopened on the database of a previous one takes its invocations back at once.
+_INSTANCE_ID = "test-environment"
+
+#: Where an environment opened without ``database`` or ``db_path`` keeps its journal: ``None`` (the
+#: default) for a temporary SQLite file, or an async function returning a database (a SQLite path or
+#: a ``postgresql://`` URL), called once per environment, so each can get a fresh one. A test suite
+#: sets it for the length of a test, e.g. ``monkeypatch.setattr(handler_sdk.testing,
+#: "default_database", make_fresh_database)``, to run every environment on PostgreSQL.
+default_database: Callable[[], Awaitable[str]] | None = None
 
 
 class InvocationFailed(Exception):
@@ -107,9 +121,19 @@ class TestEnvironment:
         retry_max_attempts: int = 5,
         on_max_attempts: Literal["fail", "pause"] = "fail",
         db_path: str | Path | None = None,
+        database: str | None = None,
     ) -> None:
         """``on_max_attempts``: ``"fail"`` (the default here, unlike the proxy's ``"pause"``) makes an
-        invocation whose attempts are used up fail, so a test's call ends instead of waiting for a resume."""
+        invocation whose attempts are used up fail, so a test's call ends instead of waiting for a resume.
+
+        ``database``: the journal, as the proxy's ``db`` setting takes it: a SQLite file path (or
+        ``sqlite:///path``), created if missing and kept afterwards, or a ``postgresql://`` URL of an
+        existing database (needs the ``postgres`` extra, asyncpg). A new environment on the same
+        database sees the invocations of the previous one. ``db_path`` is the older spelling of a
+        SQLite path; give one or the other. With neither, the journal is a temporary SQLite file
+        (or what ``default_database`` gives)."""
+        if database is not None and db_path is not None:
+            raise ValueError("give database or db_path, not both")
         self.services = list(services)
         self.always_replay = always_replay
         self.start = start or datetime(2030, 1, 1, tzinfo=UTC)
@@ -118,7 +142,7 @@ class TestEnvironment:
         self.auto_skip = auto_skip
         self._retry_max_attempts = retry_max_attempts
         self._on_max_attempts: Literal["fail", "pause"] = on_max_attempts
-        self._db_path = Path(db_path) if db_path is not None else None
+        self._database = str(database) if database is not None else str(db_path) if db_path is not None else None
         self._stack = AsyncExitStack()
         self._runtime: Runtime | None = None
         self._clock: ManualClock | None = None
@@ -135,9 +159,12 @@ class TestEnvironment:
         from proxy.store import open_store
 
         self._clock = clock = ManualClock(int(self.start.timestamp() * 1000))
-        if self._db_path is None:
+        database = self._database
+        if database is None and default_database is not None:
+            database = await default_database()
+        if database is None:
             folder = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="durable-test-"))
-            self._db_path = Path(folder) / "journal.db"
+            database = str(Path(folder) / "journal.db")
         forward = _Forward()
         endpoint = Endpoint(
             self.services,
@@ -147,8 +174,9 @@ class TestEnvironment:
             always_replay=self.always_replay,
         )
         settings = Settings(
-            db=str(self._db_path),
-            sqlite_synchronous="NORMAL",
+            db=database,
+            sqlite_synchronous="NORMAL",  # SQLite only: a test needs no durability against power loss
+            instance_id=_INSTANCE_ID,
             retry_initial_interval_ms=10,
             retry_max_attempts=self._retry_max_attempts,
             on_max_attempts=self._on_max_attempts,
@@ -156,7 +184,9 @@ class TestEnvironment:
             inactivity_timeout_ms=10 * 365 * 86_400_000,
             abort_timeout_ms=10 * 365 * 86_400_000,
         )
-        self._store = _CountingStore(open_store(settings.db, synchronous=settings.sqlite_synchronous))
+        self._store = _CountingStore(
+            open_store(settings.db, synchronous=settings.sqlite_synchronous, instance_id=settings.instance_id)
+        )
         self._runtime = runtime = await self._stack.enter_async_context(
             Runtime.open(
                 settings,

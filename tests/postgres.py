@@ -11,16 +11,22 @@ to a database of its own on that server (the same path, the same database, so
 tests that reopen a proxy see their data again). The root ``tests/conftest.py``
 then also gives every ``TestEnvironment`` opened without a database a fresh
 database of its own, and drops every database a test created once it is over.
+Those databases are copies of a template whose schema was migrated once per
+run (copying is about twice as fast as migrating each); the store tests,
+which test the migrations, start from empty databases.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import re
 import secrets
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -30,8 +36,12 @@ STORE_VARIABLE = "DURABLE_TEST_STORE"
 SKIP_REASON = f"PostgreSQL tests need {DSN_VARIABLE}=postgresql://user@host:port/database (set by .ci/run)"
 _PREFIX = "dp_test_"
 
+T = TypeVar("T")
+
 #: The databases created since the last ``drop_created_databases`` (by this process).
 _created: set[str] = set()
+#: The database the end-to-end tests' databases are copies of (``prepare_journal_template``).
+_template: str | None = None
 
 
 def server_dsn() -> str | None:
@@ -77,15 +87,16 @@ def _check_name(database: str) -> str:
     return database
 
 
-async def create_database(database: str) -> str:
-    """Create ``database`` unless it exists; returns its URL."""
+async def create_database(database: str, *, template: str | None = None) -> str:
+    """Create ``database`` (a copy of ``template``, if given) unless it exists; returns its URL."""
     import asyncpg
 
     conn = await asyncpg.connect(require_server())
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
-            await conn.execute(f"CREATE DATABASE {_check_name(database)}")
+            copy = f" TEMPLATE {_check_name(template)}" if template is not None else ""
+            await conn.execute(f"CREATE DATABASE {_check_name(database)}{copy}")
     finally:
         await conn.close()
     _created.add(database)
@@ -93,8 +104,8 @@ async def create_database(database: str) -> str:
 
 
 async def fresh_database() -> str:
-    """A new, empty database of a name never used before; its URL."""
-    return await create_database(_PREFIX + secrets.token_hex(12))
+    """A new database of a name never used before, with the journal's tables in place; its URL."""
+    return await create_database(_PREFIX + secrets.token_hex(12), template=_journal_template())
 
 
 async def database_for(path: Path | str) -> str:
@@ -106,7 +117,49 @@ async def database_for(path: Path | str) -> str:
     database = database_for_path(str(path))
     if database not in _created:
         await drop_database(database)
-    return await create_database(database)
+    return await create_database(database, template=_journal_template())
+
+
+def prepare_journal_template() -> None:
+    """Make the template of the end-to-end tests' databases, once per process: an empty journal,
+    its schema migrated, which each test's database copies (faster than migrating each one).
+    Callable with or without a running event loop."""
+    global _template
+    if _template is not None:
+        return
+    name = f"{_PREFIX}template_{secrets.token_hex(6)}"
+
+    async def make() -> None:
+        from proxy.store.postgres import PostgresStore
+
+        await create_database(name)
+        _created.discard(name)  # kept until drop_journal_template
+        store = PostgresStore(dsn_for(name), instance_id="template", pool_size=1)
+        await store.open()
+        await store.close()  # a template may have no connections when it is copied
+
+    _blocking(make())
+    _template = name
+
+
+def drop_journal_template() -> None:
+    global _template
+    if _template is not None:
+        name, _template = _template, None
+        _blocking(drop_database(name))
+
+
+def _journal_template() -> str:
+    if _template is None:
+        raise RuntimeError("no journal template: call prepare_journal_template() first (tests/conftest.py does)")
+    return _template
+
+
+def _blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on an event loop of its own in a thread of its own, so the caller's
+    loop (running or not, e.g. pytest-asyncio's between two tests) is never touched."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def drop_database(database: str) -> None:
@@ -127,13 +180,13 @@ async def drop_created_databases() -> None:
 
 
 def create_database_sync(database: str) -> str:
-    return asyncio.run(create_database(database))
+    return _blocking(create_database(database))
 
 
 def drop_database_sync(database: str) -> None:
-    asyncio.run(drop_database(database))
+    _blocking(drop_database(database))
 
 
 def drop_created_databases_sync() -> None:
     if _created:
-        asyncio.run(drop_created_databases())
+        _blocking(drop_created_databases())

@@ -1,4 +1,10 @@
-"""The whole loop in one process: proxy and handler apps wired together over ASGI, no ports."""
+"""The whole loop in one process: proxy and handler apps wired together over ASGI, no ports.
+
+A test names its journal by a file path (``tmp_path / "p.db"``); ``database``
+turns that into the proxy's ``db`` setting: the path itself on SQLite, the URL
+of a PostgreSQL database standing in for it with ``DURABLE_TEST_STORE=postgresql``
+(see ``tests.postgres``).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +22,19 @@ from handler_sdk import Endpoint, Service
 from proxy.app import Runtime
 from proxy.clock import Clock
 from proxy.config import Settings
+from tests import postgres
 
 HANDLER_URI = "http://handlers"
 PROXY_URL = "http://proxy"
+#: The proxy's name on a PostgreSQL database: the same across reopenings, so a restarted proxy takes
+#: its invocations back at once, as on SQLite (and not after their leases run out).
+INSTANCE_ID = "e2e"
+
+
+async def database(path: Path) -> str:
+    """The proxy's ``db`` for a journal at ``path``: the file on SQLite, or the PostgreSQL database
+    standing in for it (the same one each time this test asks for the same path)."""
+    return await postgres.database_for(path)
 
 
 class Harness:
@@ -67,8 +83,9 @@ async def open_runtime(
     clock: Clock | None = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
+    settings.setdefault("instance_id", INSTANCE_ID)
     async with Runtime.open(
-        Settings(db=str(db), **settings),
+        Settings(db=await database(db), **settings),
         transport=httpx.ASGITransport(app=handler_app),
         clock=clock,
         callback_base=PROXY_URL,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from handler_sdk import Context, Service
 from proxy.store.sqlite import SQLiteStore
+from tests.postgres import sqlite_only
 
 from .harness import Harness, running
 
@@ -81,6 +82,7 @@ async def _set_page_limit(h: Harness, pages: int | None) -> None:
     await store.writer.run(limit)
 
 
+@sqlite_only("fills the database with SQLite's max_page_count and checks it with PRAGMA integrity_check")
 async def test_a_full_disk_is_a_503_and_the_proxy_recovers_when_space_returns(tmp_path: Path) -> None:
     release.clear()
     async with running(tmp_path / "p.db", [svc]) as h:

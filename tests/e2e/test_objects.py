@@ -18,6 +18,8 @@ import pytest
 from handler_sdk import Context, ObjectContext, ObjectSharedContext, Service, TerminalError, VirtualObject
 from handler_sdk.testing import InvocationFailed, TestEnvironment
 
+from .harness import database
+
 REPLAY = pytest.mark.parametrize("always_replay", [False, True], ids=["live", "always-replay"])
 
 # --------------------------------------------------------------------------- services
@@ -220,12 +222,12 @@ async def test_a_send_then_a_call_from_a_handler_run_in_that_order() -> None:
 
 async def test_the_queue_of_a_key_survives_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
-    async with TestEnvironment([box], db_path=db) as env:
+    async with TestEnvironment([box], database=await database(db)) as env:
         holder = await env.send("Box", "hold", "busy", key="A")
         await env.settle()
         queued = [await env.send("Box", "append", f"a{n}", key="A") for n in range(3)]
         await env.settle()
-    async with TestEnvironment([box], db_path=db) as env:
+    async with TestEnvironment([box], database=await database(db)) as env:
         view = await object_view(env, "Box", "A")
         assert (view["lock_holder"], view["queue"]) == (holder, queued)
         await env.resolve_awakeable(handed_out["A"][0], "done")

@@ -17,7 +17,7 @@ from proxy.app import Runtime
 from proxy.clock import ManualClock
 from proxy.config import Settings
 
-from .harness import _Forward, handler_app_for, open_runtime, running
+from .harness import _Forward, database, handler_app_for, open_runtime, running
 
 
 async def test_append_from_a_superseded_attempt_is_rejected(tmp_path: Path) -> None:
@@ -226,7 +226,7 @@ async def test_httpx_errors_reaching_a_dead_instance_are_retried_elsewhere(tmp_p
             return await self.inner.handle_async_request(request)
 
     async with Runtime.open(
-        Settings(db=str(tmp_path / "p.db"), retry_initial_interval_ms=1),
+        Settings(db=await database(tmp_path / "p.db"), retry_initial_interval_ms=1),
         transport=Flaky(),
         callback_base="http://proxy",
     ) as rt:

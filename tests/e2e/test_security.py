@@ -12,7 +12,7 @@ from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner, SignatureError,
 from proxy.app import Runtime
 from proxy.config import Settings
 
-from .harness import _Forward
+from .harness import _Forward, database
 
 OLD_KEY = "old-signing-key-0123456789"
 NEW_KEY = "new-signing-key-9876543210"
@@ -30,8 +30,8 @@ async def _run(tmp_path: Path, endpoint_keys: list[str] | None, **settings: obje
     forward = _Forward()
     endpoint = Endpoint([svc], callback_transport=httpx.ASGITransport(app=forward), signing_keys=endpoint_keys or [])
     async with Runtime.open(
-        Settings(db=str(tmp_path / f"p{id(settings)}.db"), retry_max_attempts=2, retry_initial_interval_ms=1,
-                 **settings),  # type: ignore[arg-type]
+        Settings(db=await database(tmp_path / f"p{id(settings)}.db"), retry_max_attempts=2,
+                 retry_initial_interval_ms=1, **settings),  # type: ignore[arg-type]
         transport=httpx.ASGITransport(app=endpoint.asgi()),
         callback_base="http://proxy",
     ) as rt:  # fmt: skip
@@ -106,7 +106,7 @@ async def test_bearer_tokens_guard_the_ingress_and_the_admin_api(tmp_path: Path)
     # Both tokens set: everything works for a client that sends them, callbacks use attempt tokens.
     assert await _run(tmp_path, None, ingress_token="in-token", admin_token="ad-token") == (201, 200, '"HI"')
     async with Runtime.open(
-        Settings(db=str(tmp_path / "t.db"), ingress_token="in-token", admin_token="ad-token"),
+        Settings(db=await database(tmp_path / "t.db"), ingress_token="in-token", admin_token="ad-token"),
         callback_base="http://proxy",
     ) as rt:
         async with (

@@ -15,6 +15,8 @@ import pytest
 from handler_sdk import Context, Service, TerminalError, Workflow, WorkflowContext, WorkflowSharedContext
 from handler_sdk.testing import InvocationFailed, TestEnvironment
 
+from .harness import database
+
 REPLAY = pytest.mark.parametrize("always_replay", [False, True], ids=["live", "always-replay"])
 
 # --------------------------------------------------------------------------- services
@@ -327,10 +329,10 @@ async def test_a_cancelled_run_ends_its_workflow() -> None:
 
 async def test_a_waiting_workflow_survives_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
-    async with TestEnvironment([signup], db_path=db) as env:
+    async with TestEnvironment([signup], database=await database(db)) as env:
         run_id = await env.send("Signup", "run", "kim@example.com", key="kim")
         await env.settle()
-    async with TestEnvironment([signup], db_path=db) as env:
+    async with TestEnvironment([signup], database=await database(db)) as env:
         assert await env.call("Signup", "stage", key="kim") == "verifying"
         await env.call("Signup", "click", "after-restart", key="kim")
         assert await env.attach(run_id) == {"email": "kim@example.com", "code": "after-restart"}

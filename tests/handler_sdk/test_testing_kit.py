@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+import handler_sdk.testing
 from handler_sdk import Context, Service, TerminalError
 from handler_sdk.testing import InvocationFailed, TestEnvironment
+from tests import postgres
 
 kit = Service("Kit")
 #: What the handlers below did, in order: (label, the handler's ctx.now() at the time).
@@ -236,3 +238,39 @@ async def test_a_journal_file_outlives_its_environment(tmp_path: Path) -> None:
     async with TestEnvironment([kit], db_path=db) as env:
         assert await env.attach(invocation_id) == (env.start + timedelta(hours=1)).isoformat()
         assert log == [("60m", (env.start + timedelta(hours=1)).isoformat())]
+
+
+async def test_a_database_outlives_its_environment(tmp_path: Path) -> None:
+    # A SQLite path, or a PostgreSQL URL with DURABLE_TEST_STORE=postgresql.
+    database = await postgres.database_for(tmp_path / "journal.db")
+    async with TestEnvironment([kit], database=database) as env:
+        invocation_id = await env.send("Kit", "nap", 60)
+        await env.settle()
+        assert (await env.invocation(invocation_id))["status"] == "suspended"
+    async with TestEnvironment([kit], database=database) as env:
+        assert await env.attach(invocation_id) == (env.start + timedelta(hours=1)).isoformat()
+
+
+def test_database_and_db_path_are_one_or_the_other(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        TestEnvironment([kit], database=str(tmp_path / "a.db"), db_path=tmp_path / "b.db")
+
+
+async def test_default_database_gives_each_environment_without_one_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[Path] = []
+
+    async def fresh() -> str:
+        given.append(tmp_path / f"journal-{len(given)}.db")
+        return str(given[-1])
+
+    monkeypatch.setattr(handler_sdk.testing, "default_database", fresh)
+    async with TestEnvironment([kit]) as env:
+        await env.send("Kit", "nap", 1)
+    async with TestEnvironment([kit]) as env:
+        assert (await env.admin.get("/invocations")).json()["invocations"] == [], "a database of its own"
+    async with TestEnvironment([kit], db_path=tmp_path / "mine.db"):
+        pass
+    assert given == [tmp_path / "journal-0.db", tmp_path / "journal-1.db"]
+    assert all(path.exists() for path in given)
