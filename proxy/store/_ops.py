@@ -17,7 +17,8 @@ SQLite and PostgreSQL over a ``Tx`` (see ``_tx``). They are split by concept:
 
 Every function takes the transaction first and runs inside it: on SQLite a
 write inside the writer's batch transaction (and its own savepoint), on
-PostgreSQL a serializable transaction of its own; a read inside a read-only
+PostgreSQL a transaction of its own, with the row and advisory locks of
+``_tx``; a read inside a read-only
 snapshot. Nothing here commits.
 """
 

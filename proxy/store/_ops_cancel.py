@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from proxy.store._ops_completions import EffectsBuilder, finish
-from proxy.store._tx import Tx
+from proxy.store._tx import Tx, for_update
 from proxy.store.base import CancelOutcome, Effects, StoredFailure
 
 CANCELLED: Final = StoredFailure(code=409, message="cancelled")
@@ -29,14 +29,14 @@ CASCADE_SQL: Final = (
 
 async def _cascade(tx: Tx, invocation_id: str) -> list[tuple[str, str, int]] | CancelOutcome:
     """(id, status, attempt) of the invocation and its unfinished callees, or why there is nothing to do."""
-    root = await tx.fetchone("SELECT status FROM invocations WHERE id = ?", (invocation_id,))
+    root = await tx.fetchone(f"SELECT status FROM invocations WHERE id = ?{for_update(tx)}", (invocation_id,))
     if root is None:
         return "not_found"
     if root[0] in ("completed", "failed"):
         return "already_done"
     found: list[tuple[str, str, int]] = []
     for (member,) in await tx.fetchall(CASCADE_SQL, (invocation_id,)):
-        row = await tx.fetchone("SELECT status, attempt FROM invocations WHERE id = ?", (member,))
+        row = await tx.fetchone(f"SELECT status, attempt FROM invocations WHERE id = ?{for_update(tx)}", (member,))
         assert row is not None  # the walk just read it
         found.append((member, row[0], row[1]))
     return found

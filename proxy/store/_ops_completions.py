@@ -12,7 +12,7 @@ from typing import Final
 
 from handler_sdk.protocol import COMPLETABLE_KINDS
 from proxy.store import _ops_locks as locks
-from proxy.store._tx import Tx, skip_locked
+from proxy.store._tx import Tx, for_update, lock_invocation, skip_locked
 from proxy.store.base import CompleteEntryOutcome, Effects, Ended, StoredFailure, TimerRow
 
 _INSERT_COMPLETION: Final = (
@@ -68,9 +68,15 @@ async def add_completion(
     result: bytes | None,
     failure: StoredFailure | None,
     now_ms: int,
+    *,
+    locked: bool = False,
 ) -> bool:
     """Complete the entry at ``index`` unless it already is (or does not exist); wake the invocation
-    if it is suspended on that index. True when the completion was written now."""
+    if it is suspended on that index. True when the completion was written now.
+
+    ``locked``: the transaction holds the invocation's lock already (it is the invocation being written)."""
+    if not locked:
+        await lock_invocation(tx, invocation_id)
     inserted = await tx.execute(
         _INSERT_COMPLETION,
         (
@@ -130,6 +136,7 @@ async def complete_entry(
     kind: str | None,
 ) -> tuple[CompleteEntryOutcome, Effects]:
     fx = EffectsBuilder()
+    await lock_invocation(tx, invocation_id)  # no other completion of the entry can land after this check
     row = await tx.fetchone(
         "SELECT j.kind, c.idx IS NOT NULL FROM journal j"
         " LEFT JOIN completions c ON c.invocation_id = j.invocation_id AND c.idx = j.idx"
@@ -140,7 +147,7 @@ async def complete_entry(
         return "not_found", fx.build()
     if row[1]:
         return "already_completed", fx.build()
-    written = await add_completion(tx, fx, invocation_id, index, result, failure, now_ms)
+    written = await add_completion(tx, fx, invocation_id, index, result, failure, now_ms, locked=True)
     assert written
     return "completed", fx.build()
 
@@ -179,7 +186,9 @@ async def _apply_timer(tx: Tx, fx: EffectsBuilder, invocation_id: str, index: in
     if index >= 0:
         await add_completion(tx, fx, invocation_id, index, None, None, now_ms)
         return
-    row = await tx.fetchone("SELECT status, service, key, exclusive FROM invocations WHERE id = ?", (invocation_id,))
+    row = await tx.fetchone(
+        f"SELECT status, service, key, exclusive FROM invocations WHERE id = ?{for_update(tx)}", (invocation_id,)
+    )
     if row is None or row[0] not in ("scheduled", "backing_off"):
         return
     await tx.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from handler_sdk.protocol import ServiceManifest
-from proxy.store._tx import Tx
+from proxy.store._tx import Tx, lock_name
 from proxy.store.base import Deployment, ServiceRow
 
 SECRET_KEY = "token_secret"
@@ -58,6 +58,7 @@ async def register_deployment(
     now_ms: int,
 ) -> Deployment:
     """``services`` is the decoded ``manifest``; decoding happens before the job so bad input never queues."""
+    await lock_name(tx, "deployments")  # concurrent registrations of one manifest make one deployment
     same = await tx.fetchone(
         "SELECT d.id FROM deployment_endpoints e JOIN deployments d ON d.id = e.deployment_id"
         " WHERE e.uri = ? AND d.manifest = ?",

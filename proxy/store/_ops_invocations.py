@@ -21,7 +21,7 @@ from proxy.store._ops import (
 from proxy.store._ops_completions import EffectsBuilder, add_completion, finish, insert_start_timer
 from proxy.store._ops_keys import apply_promise_op, apply_state_op, get_state
 from proxy.store._ops_locks import take_or_queue
-from proxy.store._tx import Tx, indices_in, skip_locked
+from proxy.store._tx import Tx, for_update, indices_in, skip_locked
 from proxy.store.base import (
     AppendOutcome,
     AppendResult,
@@ -175,7 +175,7 @@ async def append(
             )
         own: CompletionRow | None = None
         if completion is not None and await add_completion(
-            tx, fx, invocation_id, index, completion.result, completion.failure, now_ms
+            tx, fx, invocation_id, index, completion.result, completion.failure, now_ms, locked=True
         ):
             own = CompletionRow(
                 index=index,
@@ -297,7 +297,9 @@ async def resume(tx: Tx, invocation_id: str, now_ms: int) -> tuple[ResumeOutcome
 
 
 async def suspend(tx: Tx, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int) -> SuspendOutcome:
-    row = await tx.fetchone("SELECT status, attempt, cancel_requested FROM invocations WHERE id = ?", (invocation_id,))
+    row = await tx.fetchone(
+        f"SELECT status, attempt, cancel_requested FROM invocations WHERE id = ?{for_update(tx)}", (invocation_id,)
+    )
     if row is None or row[0] != "running" or row[1] != attempt:
         return "fenced"
     indices = encode_indices(sorted(set(waiting_on)))

@@ -19,7 +19,7 @@ from typing import Final
 from proxy.store._ops import failure_of
 from proxy.store._ops_completions import EffectsBuilder, add_completion
 from proxy.store._ops_locks import QUEUE_SQL
-from proxy.store._tx import Tx
+from proxy.store._tx import Tx, lock_name
 from proxy.store.base import CompletionRow, KeyStatus, PromiseOp, PromiseRow, StateOp, StoredFailure
 
 STATE_SQL: Final = "SELECT name, value FROM state WHERE service = ? AND key = ? ORDER BY name"
@@ -75,6 +75,7 @@ async def apply_promise_op(
     now_ms: int,
 ) -> CompletionRow | None:
     """Apply ``op`` for the entry just appended at ``index``; returns the completion that entry got now."""
+    await lock_name(tx, "promise", service, key, op.name)  # a get and a completion of one promise take turns
     promise = await tx.fetchone(
         "SELECT value, failure_code, failure_message FROM promises WHERE service = ? AND key = ? AND name = ?",
         (service, key, op.name),
@@ -121,7 +122,7 @@ async def apply_promise_op(
         await tx.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ? AND name = ?", where)
         for waiter_id, waiter_index in waiters:
             await add_completion(tx, fx, waiter_id, waiter_index, value, op.failure, now_ms)
-    written = await add_completion(tx, fx, invocation_id, index, result, failure, now_ms)
+    written = await add_completion(tx, fx, invocation_id, index, result, failure, now_ms, locked=True)
     assert written, "a promise op's entry was completed before it was appended"
     return CompletionRow(index=index, result=result, failure=failure, created_at_ms=now_ms)
 
@@ -161,6 +162,7 @@ async def key_status(tx: Tx, service: str, key: str) -> KeyStatus:
 async def purge_workflows(tx: Tx, service: str, ended_before_ms: int, limit: int) -> int:
     keys = [r[0] for r in await tx.fetchall(PURGEABLE_SQL, (service, ended_before_ms, limit))]
     for key in keys:
+        await lock_name(tx, "key", service, key)
         ids = (service, key)
         # Explicit deletes rather than relying on the cascades, children before parents.
         await tx.execute(f"DELETE FROM promise_waiters WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)

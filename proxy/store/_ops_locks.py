@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from proxy.store._tx import Tx
+from proxy.store._tx import Tx, lock_name
 
 #: The head of a key's queue (the index ``key_queue_order``, already in arrival order).
 QUEUE_HEAD_SQL: Final = "SELECT seq, invocation_id FROM key_queue WHERE service = ? AND key = ? ORDER BY seq LIMIT 1"
@@ -26,6 +26,7 @@ QUEUE_SQL: Final = "SELECT invocation_id FROM key_queue WHERE service = ? AND ke
 async def take_or_queue(tx: Tx, invocation_id: str, service: str, key: str, now_ms: int) -> bool:
     """The exclusive invocation has just become ``pending``: take its key's lock (True), or, when
     another holds it, move it to ``queued`` at the end of the key's queue (False)."""
+    await lock_name(tx, "key", service, key)  # taking, queueing and handing on a key's lock take turns
     taken = await tx.execute(
         "INSERT INTO key_locks (service, key, holder_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (service, key, invocation_id),
@@ -49,6 +50,7 @@ async def release(tx: Tx, invocation_id: str, service: str, key: str, now_ms: in
     """The exclusive invocation has just ended (its row already says so). If it was queued, it leaves
     the queue; if it held the lock, the lock goes to the head of the queue, which becomes ``pending``.
     Returns the id of that new holder (to list in ``Effects.woken``), if any."""
+    await lock_name(tx, "key", service, key)
     await tx.execute("DELETE FROM key_queue WHERE invocation_id = ?", (invocation_id,))
     released = await tx.execute(
         "DELETE FROM key_locks WHERE service = ? AND key = ? AND holder_id = ?", (service, key, invocation_id)

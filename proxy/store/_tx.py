@@ -23,7 +23,19 @@ import sqlite3
 from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
-__all__ = ["Dialect", "Row", "SQLiteTx", "Tx", "indices_in", "insertion_order", "run_sync", "skip_locked"]
+__all__ = [
+    "Dialect",
+    "Row",
+    "SQLiteTx",
+    "Tx",
+    "for_update",
+    "indices_in",
+    "insertion_order",
+    "lock_invocation",
+    "lock_name",
+    "run_sync",
+    "skip_locked",
+]
 
 T = TypeVar("T")
 
@@ -89,6 +101,32 @@ def indices_in(tx: Tx, column: str) -> str:
     if tx.dialect == "sqlite":
         return f"{column} IN (SELECT value FROM json_each(?))"
     return f"{column} IN (SELECT CAST(value AS INTEGER) FROM jsonb_array_elements_text(CAST(? AS JSONB)))"
+
+
+def for_update(tx: Tx) -> str:
+    """The end of a ``SELECT`` whose rows the transaction goes on to decide on and change: on
+    PostgreSQL it locks them, so concurrent transactions on the same rows take turns (SQLite's one
+    writer takes turns already)."""
+    return "" if tx.dialect == "sqlite" else " FOR UPDATE"
+
+
+async def lock_invocation(tx: Tx, invocation_id: str) -> None:
+    """Take the row lock of an invocation for the rest of the transaction (PostgreSQL; a no-op on SQLite).
+
+    Every write that changes an invocation, or completes one of its entries, holds
+    this lock first, so that a decision read under it (is it suspended on that
+    entry? is that entry completed?) cannot be overtaken by another instance's
+    write before this transaction commits."""
+    if tx.dialect != "sqlite":
+        await tx.fetchone("SELECT 1 FROM invocations WHERE id = ? FOR UPDATE", (invocation_id,))
+
+
+async def lock_name(tx: Tx, *parts: str) -> None:
+    """Take a lock on a name (an object key, a workflow's promises) for the rest of the transaction
+    (PostgreSQL: a transaction-level advisory lock on its hash; a no-op on SQLite). Rows that may not
+    exist yet, such as a key's lock or a promise, cannot carry a row lock."""
+    if tx.dialect != "sqlite":
+        await tx.fetchone("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ("\x1f".join(parts),))
 
 
 def skip_locked(tx: Tx) -> str:

@@ -2,12 +2,22 @@
 
 Design, in short:
 
-* Every write verb is one ``SERIALIZABLE`` transaction on a pooled
-  connection, running the same SQL as the SQLite store (``_ops``). PostgreSQL
-  then guarantees what SQLite's single writer gives by construction: the
-  verbs behave as if run one after another. A transaction that loses a race
-  with another instance's (serialization failure, deadlock) is rolled back and
-  run again from the start; it had no effect.
+* Every write verb is one ``READ COMMITTED`` transaction on a pooled
+  connection, running the same SQL as the SQLite store (``_ops``). What
+  SQLite's single writer gives by construction, the verbs get from locks taken
+  before they decide anything: the row of every invocation they change or
+  complete an entry of (``lock_invocation``, ``SELECT ... FOR UPDATE``, or the
+  fencing ``UPDATE`` itself), and an advisory lock for an object key or a
+  promise (``lock_name``), so two verbs on the same invocation or key take
+  turns while the others run side by side. Updates re-check their conditions
+  on the latest row. A transaction that loses a race anyway (a deadlock
+  between a cancel walking down to callees and a callee ending up to its
+  caller; two first uses of one idempotency key) is rolled back and run again
+  from the start; it had no effect.
+* ``SERIALIZABLE`` was the first design and is what the shared SQL was checked
+  against, but its predicate locks are taken per index page: invocation ids
+  grow with time, so concurrent unrelated invocations share pages, and most
+  transactions under load failed as conflicts.
 * A verb returns only after its ``COMMIT`` returned, so an acknowledged append
   (or claim, or completion) is durable (``synchronous_commit`` as the server
   is configured; ``on`` by default).
@@ -62,6 +72,8 @@ _MAX_RETRIES: Final = 50
 _IDS_PER_MESSAGE: Final = 100
 #: SQLSTATE classes that mean "the database cannot serve this now", not "this request is wrong".
 _UNAVAILABLE_CLASSES: Final = ("08", "53", "57", "58")
+#: The server ended this session for sitting in a transaction longer than the lease (see ``open``).
+_IDLE_IN_TRANSACTION_TIMEOUT: Final = "25P03"
 
 _broadcast_encoder = msgspec.json.Encoder()
 _broadcast_decoder = msgspec.json.Decoder(Broadcast)
@@ -110,7 +122,7 @@ def _unavailable(exc: BaseException) -> StoreUnavailable | None:
     """The ``StoreUnavailable`` an error stands for, or None when it is a bug or a bad request."""
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
-        if state[:2] in _UNAVAILABLE_CLASSES:
+        if state[:2] in _UNAVAILABLE_CLASSES or state == _IDLE_IN_TRANSACTION_TIMEOUT:
             return StoreUnavailable(f"the journal database is unavailable ({state}): {exc}")
         return None
     if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError)):
@@ -169,7 +181,16 @@ class PostgresStore(SQLStore):
             raise RuntimeError("PostgresStore.open() may only be called once; make a new store to reopen")
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=min(2, self._pool_size), max_size=self._pool_size, statement_cache_size=1024
+                self._dsn,
+                min_size=min(2, self._pool_size),
+                max_size=self._pool_size,
+                statement_cache_size=1024,
+                # A process stopped (SIGSTOP, a VM freeze) inside a transaction would keep its row locks, and
+                # the others skip locked rows when they take over expired leases: the invocation it was
+                # writing would stay stuck until it woke. Its session ends instead, releasing them, once it
+                # has been silent inside a transaction for a lease; verbs never wait on anything else there.
+                server_settings={"idle_in_transaction_session_timeout": str(self.lease_ms)},
+                reset=_reset,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"cannot connect to the PostgreSQL database {redacted(self._dsn)}: {exc}") from None
@@ -247,11 +268,11 @@ class PostgresStore(SQLStore):
     async def _write_on(self, pool: asyncpg.Pool[Any], fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         for retry in range(_MAX_RETRIES + 1):
             try:
-                async with pool.acquire() as conn, conn.transaction(isolation="serializable"):
+                async with pool.acquire() as conn, conn.transaction():
                     result = await fn(PostgresTx(conn))
                     await self._announce(conn, result)
                 return result
-            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
                 # Lost a race with a concurrent transaction; nothing of this one was committed.
                 if retry == _MAX_RETRIES:
                     raise StoreUnavailable(
@@ -347,6 +368,15 @@ async def _wait_lost(listener: asyncpg.Connection[Any], lost: asyncio.Event) -> 
                 await asyncio.wait_for(listener.execute("SELECT 1"), timeout=5)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 return
+
+
+async def _reset(conn: asyncpg.Connection[Any]) -> None:
+    """Make a connection ready for its next user. Sessions hold nothing but transactions (advisory
+    locks are transaction-scoped, listening has a connection of its own), so the pool's default reset
+    (unlock all advisory locks, close cursors, unlisten, reset settings: one more round trip after
+    every verb) comes down to ending a transaction that an interrupted verb left open."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def _close_quietly(conn: asyncpg.Connection[Any]) -> None:
