@@ -1,13 +1,17 @@
 """``python -m bench``: measure durable-proxy, and the same workloads on Restate and DBOS.
 
+durable-proxy runs its scenarios on SQLite, then the 3-step workload on
+PostgreSQL with one and with two proxy instances sharing the database.
 Prints a markdown report on stdout (progress goes to stderr) and writes every
 figure to a JSON file. Exits 1 when a durable-proxy scenario failed or a
-request got an error; an unavailable peer is reported, not fatal.
+request got an error; an unavailable peer or PostgreSQL server is reported,
+not fatal.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -16,11 +20,19 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench.backends import BACKENDS, make_backend
+from bench.backends import (
+    BACKENDS,
+    DEFAULT_POSTGRES_DB,
+    DEFAULT_POSTGRES_URL,
+    check_database_name,
+    make_backend,
+    redact,
+)
 from bench.compare import run_peer
 from bench.machine import cpu_probe_ms, git_commit, machine, package_versions
-from bench.ours import SCENARIO_NAMES, Settings, log, run_ours
+from bench.ours import DEFAULT_SCENARIOS, SCENARIO_NAMES, Settings, log, run_ours
 from bench.peers import PEERS
+from bench.postgres import run_postgres
 from bench.processes import set_quiet_budget, stop_all
 from bench.report import comparison_rows, contamination, markdown, write_json
 
@@ -39,6 +51,25 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return names
 
 
+def _instance_counts(value: str) -> list[int]:
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of instance counts, not {value!r}") from None
+    if not counts or any(count < 1 or count > 8 for count in counts):
+        raise argparse.ArgumentTypeError(f"instance counts go from 1 to 8, not {value!r}")
+    if len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"each instance count once, not {value!r}")
+    return counts
+
+
+def _database_name(value: str) -> str:
+    try:
+        return check_database_name(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -55,13 +86,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         type=lambda v: _names(v, SCENARIO_NAMES, "scenario"),
         default=None,
-        help=f"durable-proxy scenarios to run (default: all of {','.join(SCENARIO_NAMES)})",
+        help=f"durable-proxy scenarios to run (default: {','.join(DEFAULT_SCENARIOS)}; steps3 is the 3-step "
+        "workload alone); PostgreSQL runs their 3-step phases",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON file to write")
     parser.add_argument("--seq", type=int, help="requests per sequential phase (default 500, 30 with --quick)")
     parser.add_argument("--conc", type=int, help="clients of the concurrent phases (default 32, 8 with --quick)")
     parser.add_argument("--duration", type=float, help="seconds per concurrent phase (default 15, 2 with --quick)")
-    parser.add_argument("--backend", choices=BACKENDS, default="sqlite", help="durable-proxy's store (default sqlite)")
+    parser.add_argument(
+        "--backend",
+        type=lambda v: _names(v, BACKENDS, "backend"),
+        default=None,
+        help="durable-proxy's stores: sqlite,postgresql (default: both, PostgreSQL if reachable; sqlite with --quick)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("DURABLE_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL,
+        help="the PostgreSQL server to create the bench database on (default: $DURABLE_BENCH_POSTGRES_URL, "
+        f"else {DEFAULT_POSTGRES_URL})",
+    )
+    parser.add_argument(
+        "--postgres-db",
+        type=_database_name,
+        default=DEFAULT_POSTGRES_DB,
+        help=f"the bench database, dropped and created again for each run (default: {DEFAULT_POSTGRES_DB})",
+    )
+    parser.add_argument(
+        "--postgres-instances",
+        type=_instance_counts,
+        default=[1, 2],
+        help="proxy instances sharing the PostgreSQL database, one run per count (default: 1,2)",
+    )
     parser.add_argument("--growth-seed", type=int, help="completed invocations seeded for the growth scenario")
     parser.add_argument("--memory-invocations", type=int, help="suspended invocations of the memory scenario")
     parser.add_argument(
@@ -96,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_from(args)
     peers = args.peers if args.peers is not None else ([] if args.quick else list(PEERS))
-    only = args.only if args.only is not None else list(SCENARIO_NAMES)
+    only = args.only if args.only is not None else list(DEFAULT_SCENARIOS)
+    backends = args.backend if args.backend is not None else (["sqlite"] if args.quick else list(BACKENDS))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (10.0 if args.quick else 180.0)
     set_quiet_budget(quiet_wait)
@@ -112,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             **settings.__dict__,
             "quick": args.quick,
-            "backend": args.backend,
+            "backends": backends,
+            "postgres_url": redact(args.postgres_url),
+            "postgres_db": args.postgres_db,
+            "postgres_instances": args.postgres_instances,
             "peers": peers,
             "only": only,
             "quiet_wait_s": quiet_wait,
@@ -125,8 +184,20 @@ def main(argv: list[str] | None = None) -> int:
         probes.append({"before": when, "ms": cpu_probe_ms()})
 
     try:
-        probe("durable-proxy")
-        results["ours"] = run_ours(settings, lambda: make_backend(args.backend), workdir, only)
+        if "sqlite" in backends:
+            probe("durable-proxy")
+            results["ours"] = run_ours(settings, lambda: make_backend("sqlite"), workdir, only)
+        else:
+            results["ours"] = {"status": "not run", "scenarios": {}, "failed": [], "errors": 0}
+        if "postgresql" in backends:
+            probe("postgresql")
+            results["postgresql"] = run_postgres(
+                settings, args.postgres_url, args.postgres_db, args.postgres_instances, workdir, only, keep=args.keep
+            )
+            server = results["postgresql"]["server"]
+            results["machine"]["postgresql"] = server or {"status": results["postgresql"]["status"]}
+            if server:
+                results["versions"]["postgresql"] = server["version"]
         results["peers"] = {}
         for name in peers:
             probe(name)
@@ -151,5 +222,5 @@ def main(argv: list[str] | None = None) -> int:
     write_json(results, args.out)
     sys.stdout.write(markdown(results))
     log(f"wrote {args.out} in {results['elapsed_s']} s")
-    ours = results["ours"]
-    return 1 if ours["failed"] or ours["errors"] else 0
+    ours, postgres = results["ours"], results.get("postgresql", {})
+    return 1 if ours["failed"] or ours["errors"] or postgres.get("failed") or postgres.get("errors") else 0

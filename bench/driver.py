@@ -17,6 +17,11 @@ Modes:
     ``--clients`` closed-loop clients for ``--duration`` seconds (or until
     ``--total`` requests were sent): invocations/s and latency percentiles.
 
+``--url`` may be given several times (the same path on several proxy
+instances): a sequential phase then sends its requests to each in turn (one
+connection each), and concurrent client ``k`` sends all of its requests to
+URL ``k mod n``.
+
 A phase stops early after more than ``--max-errors`` errors, and a sequential
 one after three failures in a row.
 
@@ -27,6 +32,10 @@ reported with their body. While measuring, the driver samples the CPU time of
 the processes given with ``--pid name=PID`` (with their children), of itself,
 of interrupts, and of the whole machine, and reports the cores each used;
 ``other`` is what the rest of the machine used, which should be about 0.
+With ``--pg-server PID:DATABASE``, a PostgreSQL server on this machine is
+sampled too, as ``postgres``: its postmaster ``PID``'s children, except the
+backends of client connections to databases other than ``DATABASE`` (a
+server shared with other work does not count them as this phase's).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -301,13 +311,37 @@ def wait_until_quiet(max_wait_s: float, threshold_cores: float, window_s: float 
             return {"waited_s": round(waited, 2), "busy_cores": round(busy, 3)}
 
 
+#: The process title of a PostgreSQL backend serving a client connection:
+#: ``postgres: [cluster: ]user database host(port) state`` (or ``[local]``).
+_PG_CLIENT_BACKEND = re.compile(r"^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
+
+
+def postgres_cpu_s(postmaster: int, database: str) -> dict[int, float]:
+    """CPU seconds so far of each process of a PostgreSQL server serving ``database``: the postmaster,
+    its auxiliary processes (WAL writer, checkpointer, ...), and the client backends of ``database``."""
+    found: dict[int, float] = {}
+    for pid in [postmaster, *_children(postmaster)]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            match = _PG_CLIENT_BACKEND.match(title)
+            if match is None or match.group(1) == database:
+                found[pid] = _process_cpu_s(pid)
+        except OSError:
+            continue
+    return found
+
+
 class CpuSampler:
     """CPU used between start() and stop(), in cores: by the named processes, by this driver, by
-    interrupts (``irq``), and by everything else on the machine (``other``: the contamination check)."""
+    interrupts (``irq``), by a PostgreSQL server (``postgres``, when given), and by everything
+    else on the machine (``other``: the contamination check)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], pg_server: tuple[int, str] | None = None) -> None:
         self._pids = pids
+        self._pg_server = pg_server
         self._start: dict[str, float] = {}
+        self._pg_start: dict[int, float] = {}
         self._t0 = 0.0
 
     def _sample(self) -> dict[str, float]:
@@ -316,14 +350,23 @@ class CpuSampler:
         sample["machine"], sample["irq"] = machine_busy_s()
         return sample
 
+    def _pg_sample(self) -> dict[int, float]:
+        return {} if self._pg_server is None else postgres_cpu_s(*self._pg_server)
+
     def start(self) -> None:
+        self._pg_start = self._pg_sample()
         self._start = self._sample()
         self._t0 = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
         end = self._sample()
+        pg_end = self._pg_sample()
         elapsed = time.perf_counter() - self._t0
         cores = {name: max(0.0, (end[name] - self._start[name]) / elapsed) for name in end}
+        if self._pg_server is not None:
+            # A backend that connected during the phase used all of its CPU in it.
+            used = sum(max(0.0, cpu - self._pg_start.get(pid, 0.0)) for pid, cpu in pg_end.items())
+            cores["postgres"] = used / elapsed
         accounted = sum(value for name, value in cores.items() if name != "machine")
         cores["other"] = max(0.0, cores.pop("machine") - accounted)
         return {name: round(value, 3) for name, value in cores.items()}
@@ -362,23 +405,33 @@ async def _one(client: Client, data: bytes, outcome: Outcome, record: bool) -> b
 
 
 async def run_seq(
-    target: Target, count: int, warmup: int, timeout_s: float, pids: dict[str, int], first: int, max_errors: int
+    targets: list[Target],
+    count: int,
+    warmup: int,
+    timeout_s: float,
+    pids: dict[str, int],
+    first: int,
+    max_errors: int,
+    pg_server: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
-    make = target.request_maker()
-    client = Client(target, timeout_s)
+    """One request at a time; with several targets, request ``i`` goes to target ``i mod n``."""
+    makers = [target.request_maker() for target in targets]
+    pool = [Client(target, timeout_s) for target in targets]
     warm, outcome = Outcome(), Outcome()
     sent = 0
     try:
         failed_in_a_row = 0
-        for i in range(first, first + warmup):
+        for k, i in enumerate(range(first, first + warmup)):
+            client, make = pool[k % len(pool)], makers[k % len(pool)]
             failed_in_a_row = 0 if await _one(client, make(i), warm, record=False) else failed_in_a_row + 1
             if failed_in_a_row >= _GIVE_UP_AFTER:
                 break
-        sampler = CpuSampler(pids)
+        sampler = CpuSampler(pids, pg_server)
         sampler.start()
         started = time.perf_counter()
         if failed_in_a_row < _GIVE_UP_AFTER:
-            for i in range(first + warmup, first + warmup + count):
+            for k, i in enumerate(range(first + warmup, first + warmup + count)):
+                client, make = pool[k % len(pool)], makers[k % len(pool)]
                 sent += 1
                 failed_in_a_row = 0 if await _one(client, make(i), outcome, record=True) else failed_in_a_row + 1
                 if outcome.errors > max_errors or failed_in_a_row >= _GIVE_UP_AFTER:
@@ -386,11 +439,13 @@ async def run_seq(
         elapsed = time.perf_counter() - started
         cores = sampler.stop()
     finally:
-        client.close()
+        for client in pool:
+            client.close()
     if sent < count:
         outcome.error(f"the phase stopped after {sent} of {count} requests: the target kept failing")
     return {
         "mode": "seq",
+        "targets": len(targets),
         **summarize(outcome.latencies_ms),
         "requests": sent,
         "warmup": warmup,
@@ -404,7 +459,7 @@ async def run_seq(
 
 
 async def run_conc(
-    target: Target,
+    targets: list[Target],
     clients: int,
     duration_s: float,
     total: int | None,
@@ -413,19 +468,21 @@ async def run_conc(
     pids: dict[str, int],
     first: int,
     max_errors: int,
+    pg_server: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
-    make = target.request_maker()
+    """Closed-loop clients; with several targets, client ``k`` sends to target ``k mod n``."""
+    makers = [target.request_maker() for target in targets]
     outcome = Outcome()
     warm = Outcome()
     counter = iter(range(first, 1 << 62))
-    pool = [Client(target, timeout_s) for _ in range(clients)]
+    pool = [(Client(targets[k % len(targets)], timeout_s), makers[k % len(targets)]) for k in range(clients)]
     state = {"deadline": 0.0, "sent": 0}
 
-    async def warm_up(client: Client) -> None:
+    async def warm_up(client: Client, make: Callable[[int], bytes]) -> None:
         for _ in range(warmup):
             await _one(client, make(next(counter)), warm, record=False)
 
-    async def loop(client: Client) -> None:
+    async def loop(client: Client, make: Callable[[int], bytes]) -> None:
         while time.perf_counter() < state["deadline"] and outcome.errors <= max_errors:
             if total is not None:
                 if state["sent"] >= total:
@@ -434,21 +491,22 @@ async def run_conc(
             await _one(client, make(next(counter)), outcome, record=True)
 
     try:
-        await asyncio.gather(*(warm_up(client) for client in pool))
-        sampler = CpuSampler(pids)
+        await asyncio.gather(*(warm_up(client, make) for client, make in pool))
+        sampler = CpuSampler(pids, pg_server)
         sampler.start()
         started = time.perf_counter()
         state["deadline"] = started + duration_s
-        await asyncio.gather(*(loop(client) for client in pool))
+        await asyncio.gather(*(loop(client, make) for client, make in pool))
         elapsed = time.perf_counter() - started
         cores = sampler.stop()
     finally:
-        for client in pool:
+        for client, _ in pool:
             client.close()
     done = len(outcome.latencies_ms)
     return {
         "mode": "conc",
         "clients": clients,
+        "targets": len(targets),
         "duration_s": round(elapsed, 3),
         "invocations_per_s": round(done / elapsed, 1) if elapsed > 0 else 0.0,
         **summarize(outcome.latencies_ms),
@@ -474,7 +532,12 @@ def _pairs(values: list[str], sep: str, what: str) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.driver", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="http://host:port/path")
+    parser.add_argument(
+        "--url",
+        action="append",
+        required=True,
+        help="http://host:port/path; repeat it to spread the requests over several servers",
+    )
     parser.add_argument("--body", default="{i}", help="request body; {i} becomes a distinct number per request")
     parser.add_argument("--method", default="POST")
     parser.add_argument("--header", action="append", default=[], help="NAME: VALUE (repeatable)")
@@ -488,6 +551,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-errors", type=int, default=20, help="stop the phase after more errors than this")
     parser.add_argument("--first", type=int, default=0, help="the number of the first request's body")
     parser.add_argument("--pid", action="append", default=[], help="NAME=PID to sample CPU of (repeatable)")
+    parser.add_argument(
+        "--pg-server",
+        metavar="PID:DATABASE",
+        help="sample a local PostgreSQL server as `postgres`: its postmaster PID, and the database measured",
+    )
     parser.add_argument(
         "--quiet-wait", type=float, default=0.0, help="first wait up to this many seconds for an idle machine"
     )
@@ -505,12 +573,29 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"content-type": "application/json", **_pairs(args.header, ":", "header")}
-    target = Target.parse(args.url, args.body, headers, args.method)
+    targets = [Target.parse(url, args.body, headers, args.method) for url in args.url]
     pids = {name: int(pid) for name, pid in _pairs(args.pid, "=", "pid").items()}
+    pg_server: tuple[int, str] | None = None
+    if args.pg_server:
+        pid, found, database = args.pg_server.partition(":")
+        if not found or not pid.isdigit() or not database:
+            raise SystemExit(f"--pg-server takes PID:DATABASE, not {args.pg_server!r}")
+        pg_server = (int(pid), database)
     if args.mode == "seq":
-        return await run_seq(target, args.count, args.warmup, args.timeout, pids, args.first, args.max_errors)
+        return await run_seq(
+            targets, args.count, args.warmup, args.timeout, pids, args.first, args.max_errors, pg_server
+        )
     return await run_conc(
-        target, args.clients, args.duration, args.total, args.warmup, args.timeout, pids, args.first, args.max_errors
+        targets,
+        args.clients,
+        args.duration,
+        args.total,
+        args.warmup,
+        args.timeout,
+        pids,
+        args.first,
+        args.max_errors,
+        pg_server,
     )
 
 

@@ -1,10 +1,12 @@
 """durable-proxy under test: its processes, and the scenarios run through the driver.
 
-A ``Stack`` is one proxy (``python -m proxy serve``) on a store given by a
-``Backend``, and the benchmark app (``bench.app``) under uvicorn, with both of
-its endpoints registered. Scenarios only use what a stack offers (ingress and
-admin URLs, the PIDs to sample, counting invocations by status), so they do
-not change when the store or the number of proxy processes does.
+A ``Stack`` is one proxy (``python -m proxy serve``), or several sharing one
+database, on a store given by a ``Backend``, and the benchmark app
+(``bench.app``) under uvicorn, with both of its endpoints registered once.
+Scenarios only use what a stack offers (ingress and admin URLs, the PIDs to
+sample, counting invocations by status), so they do not change when the
+store or the number of proxy processes does: each phase spreads its requests
+over every instance's ingress.
 
 Most scenarios share one stack. Those that need a store in a given state
 (empty, seeded with 100,000 completed invocations, or filled with suspended
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import sys
 import time
 import traceback
@@ -29,6 +32,7 @@ from bench.processes import (
     Process,
     StartError,
     free_port,
+    http_get,
     http_post_json,
     python_env,
     rss_kib,
@@ -53,20 +57,14 @@ def app_server_args() -> tuple[list[str], dict[str, str]]:
     return args, chosen
 
 
-class Stack:
-    """One proxy on a fresh store, and the benchmark app, registered."""
+@dataclass
+class Instance:
+    """One proxy process of a stack, with its own ports."""
 
-    def __init__(self, backend: Backend, workdir: Path, label: str) -> None:
-        self.backend = backend
-        self.workdir = workdir
-        self.label = label
-        self.port = free_port()
-        self.admin_port = free_port()
-        self.callback_port = free_port()
-        self.app_port = free_port()
-        self.proxy: Process | None = None
-        self.app: Process | None = None
-        self.seeding: dict[str, Any] = {}
+    port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    callback_port: int = field(default_factory=free_port)
+    process: Process | None = None
 
     @property
     def ingress(self) -> str:
@@ -76,12 +74,54 @@ class Stack:
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+
+class Stack:
+    """The backend's proxies on a fresh store, and the benchmark app, registered once."""
+
+    def __init__(self, backend: Backend, workdir: Path, label: str) -> None:
+        self.backend = backend
+        self.workdir = workdir
+        self.label = label
+        self.instances = [Instance() for _ in range(backend.instances)]
+        self.app_port = free_port()
+        self.app: Process | None = None
+        self.seeding: dict[str, Any] = {}
+
+    @property
+    def proxy(self) -> Process | None:
+        """The first proxy process."""
+        return self.instances[0].process
+
+    @property
+    def ingress(self) -> str:
+        return self.instances[0].ingress
+
+    @property
+    def admin(self) -> str:
+        return self.instances[0].admin
+
+    def names(self) -> list[str]:
+        """The proxies' names in the CPU figures and the logs: ``proxy``, or ``proxy-1``, ``proxy-2``..."""
+        if len(self.instances) == 1:
+            return ["proxy"]
+        return [f"proxy-{k + 1}" for k in range(len(self.instances))]
+
     def pids(self) -> dict[str, int]:
-        assert self.proxy is not None and self.app is not None
-        return {"proxy": self.proxy.pid, "app": self.app.pid}
+        pids: dict[str, int] = {}
+        for name, instance in zip(self.names(), self.instances, strict=True):
+            assert instance.process is not None
+            pids[name] = instance.process.pid
+        assert self.app is not None
+        return {**pids, "app": self.app.pid}
 
     def url(self, service: str, handler: str, *, send: bool = False) -> str:
+        """The handler's URL on the first instance's ingress."""
         return f"{self.ingress}/{service}/{handler}" + ("/send" if send else "")
+
+    def spread(self, url: str) -> list[str]:
+        """A URL of the first instance's ingress, on every instance's ingress."""
+        path = url.removeprefix(self.ingress)
+        return [instance.ingress + path for instance in self.instances]
 
     def start(self, *, seed_completed: int = 0) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,14 +130,15 @@ class Stack:
         self.seeding = self.backend.prepare(self.workdir, seed_completed=seed_completed)
         # The proxy runs with its defaults: no DURABLE_PROXY_* setting leaks in from the environment.
         env = {k: v for k, v in python_env().items() if not k.startswith("DURABLE_PROXY_")}
-        self.proxy = Process(
-            f"proxy ({self.label})",
-            [sys.executable, "-m", "proxy", "serve", *self.backend.serve_args(), "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--callback-port", str(self.callback_port),
-             "--log-level", "warning"],
-            self.workdir / "proxy.log",
-            env=env,
-        ).spawn()  # fmt: skip
+        for k, (name, instance) in enumerate(zip(self.names(), self.instances, strict=True)):
+            instance.process = Process(
+                f"{name} ({self.label})",
+                [sys.executable, "-m", "proxy", "serve", *self.backend.serve_args(k), "--port", str(instance.port),
+                 "--admin-port", str(instance.admin_port), "--callback-port", str(instance.callback_port),
+                 "--log-level", "warning"],
+                self.workdir / f"{name}.log",
+                env=env,
+            ).spawn()  # fmt: skip
         server_args, _ = app_server_args()
         self.app = Process(
             f"app ({self.label})",
@@ -106,20 +147,41 @@ class Stack:
             self.workdir / "app.log",
             env={k: v for k, v in python_env().items() if k != "DURABLE_SIGNING_KEYS"},
         ).spawn()  # fmt: skip
-        self.proxy.wait_healthy(f"{self.admin}/health", timeout_s=120)
+        for instance in self.instances:
+            assert instance.process is not None
+            instance.process.wait_healthy(f"{instance.admin}/health", timeout_s=120)
         self.app.wait_healthy(f"http://127.0.0.1:{self.app_port}/health")
+        # Registered once, through the first instance; the others learn of it through the store.
         for mount in ("durable", "suspend"):
             status, answer = http_post_json(
                 f"{self.admin}/deployments", {"uri": f"http://127.0.0.1:{self.app_port}/{mount}"}
             )
             if status >= 300:
                 raise StartError(f"registering /{mount} failed: {status} {answer}")
+        for instance in self.instances[1:]:
+            self._wait_for_services(instance)
         return self
 
+    def _wait_for_services(self, instance: Instance, timeout_s: float = 30.0) -> None:
+        """Wait until ``instance`` knows the services registered through the first one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, body = http_get(f"{instance.admin}/services")
+            names = {s.get("name") for s in json.loads(body).get("services", [])} if status == 200 else set()
+            if {SERVICE, SUSPENDING_SERVICE} <= names:
+                return
+            if time.monotonic() > deadline:
+                raise StartError(f"{instance.admin} did not learn of the deployments within {timeout_s:.0f} s")
+            time.sleep(0.05)
+
     def stop(self) -> None:
-        for process in (self.app, self.proxy):
+        for process in (self.app, *(instance.process for instance in reversed(self.instances))):
             if process is not None:
                 process.stop()
+        try:
+            self.backend.discard()
+        except Exception as exc:  # the figures are taken; a leftover database is no failure
+            log(f"[{self.backend.name}] could not remove the store of {self.label}: {exc}")
 
 
 @dataclass
@@ -142,6 +204,8 @@ class Run:
     settings: Settings
     backend_factory: Callable[[], Backend]
     workdir: Path
+    #: The prefix of the progress lines.
+    tag: str = "ours"
     _shared: Stack | None = None
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _stacks: list[Stack] = field(default_factory=list)
@@ -179,17 +243,24 @@ class Run:
 
     def seq(self, stack: Stack, url: str, body: str, count: int, what: str) -> dict[str, Any]:
         result = run_driver(
-            url, "seq", body=body, pids=stack.pids(), count=count, warmup=self.settings.warmup, first=self.first()
+            stack.spread(url),
+            "seq",
+            body=body,
+            pids=stack.pids(),
+            count=count,
+            warmup=self.settings.warmup,
+            first=self.first(),
+            pg_server=stack.backend.server_process(),
         )
         log(
-            f"[ours] {what}: seq p50 {_ms(result['p50_ms'])} p99 {_ms(result['p99_ms'])} "
+            f"[{self.tag}] {what}: seq p50 {_ms(result['p50_ms'])} p99 {_ms(result['p99_ms'])} "
             f"(n={result['count']}, errors {result['errors']})"
         )
         return result
 
     def conc(self, stack: Stack, url: str, body: str, what: str) -> dict[str, Any]:
         result = run_driver(
-            url,
+            stack.spread(url),
             "conc",
             body=body,
             pids=stack.pids(),
@@ -197,9 +268,10 @@ class Run:
             duration_s=self.settings.duration_s,
             warmup=2,
             first=self.first(),
+            pg_server=stack.backend.server_process(),
         )
         log(
-            f"[ours] {what}: {result['clients']} clients {result['invocations_per_s']} inv/s, "
+            f"[{self.tag}] {what}: {result['clients']} clients {result['invocations_per_s']} inv/s, "
             f"p50 {_ms(result['p50_ms'])} p99 {_ms(result['p99_ms'])} (errors {result['errors']}), "
             f"cores {result['cores']}"
         )
@@ -231,6 +303,18 @@ def latency(run: Run) -> dict[str, Any]:
         "steps100": run.seq(stack, stack.url(SERVICE, "steps"), _steps_body(100), max(seq // 5, 5), "steps n=100"),
         "steps_sync3": run.seq(stack, stack.url(SERVICE, "steps_sync"), STEPS3_BODY, seq, "steps_sync n=3"),
     }
+
+
+def three_steps(run: Run, *, seq: bool = True, conc: bool = True) -> dict[str, Any]:
+    """The 3-step workload alone: sequential, and closed-loop concurrent clients."""
+    stack = run.shared()
+    url = stack.url(SERVICE, "steps")
+    results: dict[str, Any] = {}
+    if seq:
+        results["seq"] = run.seq(stack, url, STEPS3_BODY, run.settings.seq, "steps n=3")
+    if conc:
+        results["conc"] = run.conc(stack, url, STEPS3_BODY, "steps n=3")
+    return results
 
 
 def throughput(run: Run) -> dict[str, Any]:
@@ -366,8 +450,22 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("chain", chain, "a call chain of depth 3 (4 invocations)"),
     Scenario("growth", growth, "cost per step for 1..1000 steps; noop on an empty vs a seeded store"),
     Scenario("memory", memory, "proxy RSS with many suspended invocations"),
+    Scenario("steps3", three_steps, "3 steps alone: sequential, and concurrent clients (within latency,throughput)"),
 )
 SCENARIO_NAMES = tuple(scenario.name for scenario in SCENARIOS)
+#: What runs when ``--only`` is not given: ``steps3`` is already part of latency and throughput.
+DEFAULT_SCENARIOS = tuple(name for name in SCENARIO_NAMES if name != "steps3")
+
+
+def three_step_phases(only: list[str]) -> Scenario | None:
+    """The 3-step part of the chosen scenarios, as run on the other stores (None when there is none):
+    its sequential phase with ``latency`` or ``steps3``, its concurrent one with ``throughput`` or ``steps3``."""
+    seq = "latency" in only or "steps3" in only
+    conc = "throughput" in only or "steps3" in only
+    if not seq and not conc:
+        return None
+    parts = " and ".join(part for part, chosen in (("sequential", seq), ("concurrent", conc)) if chosen)
+    return Scenario("steps3", lambda run: three_steps(run, seq=seq, conc=conc), f"3 steps: {parts}")
 
 
 def derive(scenarios: dict[str, Any]) -> dict[str, Any]:
@@ -387,7 +485,13 @@ def derive(scenarios: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_ours(
-    settings: Settings, backend_factory: Callable[[], Backend], workdir: Path, only: list[str]
+    settings: Settings,
+    backend_factory: Callable[[], Backend],
+    workdir: Path,
+    only: list[str],
+    *,
+    scenarios: tuple[Scenario, ...] = SCENARIOS,
+    tag: str = "ours",
 ) -> dict[str, Any]:
     """Run the chosen scenarios; a scenario that fails is recorded with its error and the others still run."""
     _, server = app_server_args()
@@ -397,16 +501,16 @@ def run_ours(
         "scenarios": {},
         "failed": [],
     }
-    run = Run(settings, backend_factory, workdir)
+    run = Run(settings, backend_factory, workdir, tag)
     try:
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             if scenario.name not in only:
                 continue
-            log(f"[ours] {scenario.name}: {scenario.summary}")
+            log(f"[{tag}] {scenario.name}: {scenario.summary}")
             try:
                 results["scenarios"][scenario.name] = scenario.run(run)
             except Exception as exc:
-                log(f"[ours] {scenario.name} failed: {exc}\n{traceback.format_exc()}")
+                log(f"[{tag}] {scenario.name} failed: {exc}\n{traceback.format_exc()}")
                 message = f"{type(exc).__name__}: {exc}"
                 results["scenarios"][scenario.name] = {"error": message.splitlines()[0], "detail": message}
                 results["failed"].append(scenario.name)

@@ -194,7 +194,7 @@ def set_quiet_budget(seconds: float) -> None:
 
 
 def run_driver(
-    url: str,
+    url: str | Sequence[str],
     mode: str,
     *,
     body: str = "{i}",
@@ -207,14 +207,20 @@ def run_driver(
     first: int = 0,
     timeout_s: float = 30.0,
     headers: Mapping[str, str] | None = None,
+    pg_server: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """Run one phase in a driver process of its own and return its result.
+
+    Several URLs spread the requests over them (see ``bench.driver``). ``pg_server``, a local
+    PostgreSQL server's postmaster PID and the database measured, has its CPU sampled too.
 
     While the quiet budget lasts, the driver first waits for an idle machine, and a phase
     during which other processes used the CPU is run again (not one with ``total``, whose
     requests change the state). ``repeats`` in the result says how often.
     """
-    args = [sys.executable, "-m", "bench.driver", "--url", url, "--mode", mode, "--body", body]
+    args = [sys.executable, "-m", "bench.driver", "--mode", mode, "--body", body]
+    for one in [url] if isinstance(url, str) else url:
+        args += ["--url", one]
     args += ["--count", str(count), "--warmup", str(warmup), "--clients", str(clients)]
     args += ["--duration", str(duration_s), "--timeout", str(timeout_s)]
     if total is not None:
@@ -223,6 +229,8 @@ def run_driver(
         args += ["--pid", f"{name}={pid}"]
     for name, value in (headers or {}).items():
         args += ["--header", f"{name}: {value}"]
+    if pg_server is not None:
+        args += ["--pg-server", f"{pg_server[0]}:{pg_server[1]}"]
     repeats = 0
     while True:
         started = time.monotonic()

@@ -42,23 +42,82 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 # --------------------------------------------------------------------------- comparison
 
 
+def _ours_figures(scenarios: dict[str, Any], workload: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sequential and concurrent results of a workload: from latency and throughput, or from steps3."""
+    seq = scenarios.get("latency", {}).get(workload, {})
+    conc = scenarios.get("throughput", {}).get(workload, {})
+    if workload == "steps3":
+        alone = scenarios.get("steps3", {})
+        seq, conc = seq or alone.get("seq", {}), conc or alone.get("conc", {})
+    return seq, conc
+
+
+def postgres_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 3-step rows of durable-proxy on PostgreSQL: one per instance count, or one saying why none ran."""
+    postgres = results.get("postgresql")
+    if not postgres:
+        return []
+    title = dict(WORKLOADS)["steps3"]
+    if postgres.get("status") != "ok":
+        return [
+            {
+                "workload": title,
+                "system": "durable-proxy PostgreSQL",
+                "status": postgres.get("status"),
+                "seq": {},
+                "conc": {},
+            }
+        ]
+    server = postgres.get("server") or {}
+    rows: list[dict[str, Any]] = []
+    for key, run in postgres.get("runs", {}).items():
+        instances = run.get("backend", {}).get("instances", key.removeprefix("x"))
+        label = (
+            f"durable-proxy PostgreSQL ×{instances} ({server.get('version', '?')}, "
+            f"synchronous_commit={server.get('synchronous_commit', '?')})"
+        )
+        scenario = run.get("scenarios", {}).get("steps3", {})
+        if "error" in scenario:
+            rows.append(
+                {"workload": title, "system": label, "status": f"failed: {scenario['error']}", "seq": {}, "conc": {}}
+            )
+            continue
+        seq, conc = scenario.get("seq", {}), scenario.get("conc", {})
+        rows.append(
+            {
+                "workload": title,
+                "system": label,
+                "seq": seq,
+                "conc": conc,
+                "status": "ok" if seq or conc else "not run",
+                "instances": instances,
+            }
+        )
+    return rows
+
+
 def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (workload, system): ours first, then each peer's measured variants."""
-    ours = results.get("ours", {}).get("scenarios", {})
-    backend = results.get("ours", {}).get("backend", {})
-    ours_label = f"durable-proxy ({backend.get('backend', '?')}, synchronous={backend.get('sqlite_synchronous', '?')})"
+    """One row per (workload, system): ours first (SQLite, then PostgreSQL), then each peer's measured variants."""
+    ours_results = results.get("ours", {})
+    ours = ours_results.get("scenarios", {})
+    backend = ours_results.get("backend", {})
+    ours_label = f"durable-proxy SQLite (synchronous={backend.get('sqlite_synchronous', '?')})"
     rows: list[dict[str, Any]] = []
     for workload, title in WORKLOADS:
-        seq = ours.get("latency", {}).get(workload, {})
-        conc = ours.get("throughput", {}).get(workload, {})
-        mine = {
-            "workload": title,
-            "system": ours_label,
-            "seq": seq,
-            "conc": conc,
-            "status": "ok" if seq or conc else "not run",
-        }
-        rows.append(mine)
+        seq, conc = _ours_figures(ours, workload)
+        # A workload SQLite did not run gets no row of its own, unless peers ran it beside.
+        if ours_results.get("status") != "not run" and (seq or conc or results.get("peers")):
+            rows.append(
+                {
+                    "workload": title,
+                    "system": ours_label,
+                    "seq": seq,
+                    "conc": conc,
+                    "status": "ok" if seq or conc else "not run",
+                }
+            )
+        if workload == "steps3":
+            rows += postgres_rows(results)
         for name, peer in results.get("peers", {}).items():
             label = _PEER_LABELS.get(name, name)
             versions = peer.get("versions", {})
@@ -155,7 +214,9 @@ def ours_tables(results: dict[str, Any]) -> list[str]:
     sleep_ms = sleep.get("sleep_ms", settings.get("sleep_ms", 10))
     candidates = [
         _latency_row("noop (0 steps)", latency.get("noop")),
-        _latency_row("steps n=3 (async step functions)", latency.get("steps3")),
+        _latency_row(
+            "steps n=3 (async step functions)", latency.get("steps3") or scenarios.get("steps3", {}).get("seq")
+        ),
         _latency_row("steps n=10", latency.get("steps10")),
         _latency_row("steps n=100", latency.get("steps100")),
         _latency_row("steps_sync n=3 (steps in worker threads)", latency.get("steps_sync3")),
@@ -235,11 +296,15 @@ def ours_tables(results: dict[str, Any]) -> list[str]:
 def cpu_table(results: dict[str, Any]) -> list[str]:
     """Cores used per process in each concurrent phase: what saturates, and whether anything else ran."""
     rows: list[list[str]] = []
-    throughput = results.get("ours", {}).get("scenarios", {}).get("throughput", {})
+    scenarios = results.get("ours", {}).get("scenarios", {})
     for workload, _ in WORKLOADS:
-        cores = throughput.get(workload, {}).get("cores")
+        cores = _ours_figures(scenarios, workload)[1].get("cores")
         if cores:
-            rows.append(["durable-proxy", workload, _cores(cores)])
+            rows.append(["durable-proxy SQLite", workload, _cores(cores)])
+    for row in postgres_rows(results):
+        cores = row["conc"].get("cores")
+        if cores:
+            rows.append([f"durable-proxy PostgreSQL ×{row['instances']}", "steps3", _cores(cores)])
     for name, peer in results.get("peers", {}).items():
         for variant, figures in peer.get("variants", {}).items():
             for workload, _ in WORKLOADS:
@@ -272,7 +337,14 @@ def contamination(results: dict[str, Any]) -> dict[str, Any]:
             for key, inner in value.items():
                 walk(inner, f"{path}.{key}" if path else key)
 
-    walk({"ours": results.get("ours", {}), "peers": results.get("peers", {})}, "")
+    walk(
+        {
+            "ours": results.get("ours", {}),
+            "postgresql": results.get("postgresql", {}),
+            "peers": results.get("peers", {}),
+        },
+        "",
+    )
     if seen:
         worst["mean_other_cores"] = round(sum(seen) / len(seen), 3)
     return worst
@@ -294,6 +366,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Sequential phases: {settings.get('seq')} requests after {settings.get('warmup')} warm-up; "
         f"concurrent phases: {settings.get('conc')} closed-loop clients for {settings.get('duration_s')} s. "
         "Ratios above 1 favour durable-proxy.",
+        *_postgres_line(machine),
         *_contamination_warning(results),
         "",
         *comparison_table(results),
@@ -301,6 +374,19 @@ def markdown(results: dict[str, Any]) -> str:
         *cpu_table(results),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _postgres_line(machine: dict[str, Any]) -> list[str]:
+    server = machine.get("postgresql")
+    if not server or "version" not in server:
+        return []
+    return [
+        f"PostgreSQL {server['version']} at {server.get('url')}: "
+        f"synchronous_commit={server.get('synchronous_commit')}, "
+        f"fsync={server.get('fsync')}, wal_sync_method={server.get('wal_sync_method')}, "
+        f"shared_buffers={server.get('shared_buffers')}"
+        + ("; its CPU is counted as `postgres`." if server.get("cpu_sampled") else "; its CPU is not sampled.")
+    ]
 
 
 def _contamination_warning(results: dict[str, Any]) -> list[str]:
