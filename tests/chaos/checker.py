@@ -28,6 +28,7 @@ from collections import Counter as Tally
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from handler_sdk.protocol import callee_invocation_id
@@ -147,6 +148,8 @@ class RunData:
     duration_s: float
     resolved_awakeables: int
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The proxies' PostgreSQL database, when they shared one (``proxy_db`` is then unused).
+    proxy_dsn: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -473,7 +476,20 @@ class _Checker:
                 running += amount
         return figures
 
-    def count_proxy_invocations(self) -> int | None:
+    async def count_proxy_invocations(self) -> int | None:
+        if self.data.proxy_dsn is not None:
+            try:
+                conn = await asyncpg.connect(self.data.proxy_dsn)
+                try:
+                    count: int = await conn.fetchval("SELECT count(*) FROM invocations")
+                    return count
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return None
+        return await asyncio.to_thread(self._count_sqlite_invocations)
+
+    def _count_sqlite_invocations(self) -> int | None:
         try:
             db = sqlite3.connect(f"file:{self.data.proxy_db}?mode=ro", uri=True, timeout=60)
             try:
@@ -492,7 +508,7 @@ async def check(data: RunData) -> Report:
         await checker.walk()
         ledger = checker.check_ledger()
         counters = await checker.check_counters(ledger.pop("counter_effects"))
-        stored = checker.count_proxy_invocations()
+        stored = await checker.count_proxy_invocations()
     if stored is not None and stored != len(checker.nodes):
         checker.flag("duplicated", f"the proxy holds {stored} invocations, the programs imply {len(checker.nodes)}")
     faults = data.faults

@@ -6,6 +6,12 @@ fault every 1-3 s (seeded): kill -9 of the proxy or of an instance, restarted
 after 0.2-1 s, or SIGSTOP of an instance for 0.5-2 s, then SIGCONT. Before it
 restarts a killed proxy it runs ``PRAGMA integrity_check`` on the proxy's
 database over a read-only connection. Every fault is recorded.
+
+On PostgreSQL (``dsn``) the cluster runs several proxy instances on the one
+database (``proxy-0``, ``proxy-1``...; ``--instance-id`` and a short
+``--lease-ms``); the nemesis also SIGSTOPs proxies (``proxy_pause``), for
+longer than the lease (``proxy_pause_s``) so that the others take their
+attempts over, and never faults the last proxy left running.
 """
 
 from __future__ import annotations
@@ -109,35 +115,60 @@ class Proc:
 
 
 class ChaosCluster:
-    """One proxy and ``instances`` instances of the interpreter service, registered as one deployment."""
+    """One proxy (or, on PostgreSQL, ``proxies`` of them on one database) and ``instances`` instances of
+    the interpreter service, registered as one deployment."""
 
     def __init__(
-        self, workdir: Path, *, instances: int = 2, inactivity_timeout_ms: int = 1000, retry_max_attempts: int = 200
+        self,
+        workdir: Path,
+        *,
+        instances: int = 2,
+        inactivity_timeout_ms: int = 1000,
+        retry_max_attempts: int = 200,
+        dsn: str | None = None,
+        proxies: int = 1,
+        lease_ms: int = 2000,
     ) -> None:
         """``retry_max_attempts`` is high: the run checks durability under constant faults, not the retry
         budget, which a few unlucky invocations would use up (each proxy kill ends an attempt of every
         running invocation, and attempts that ended suspended count too) and then wait, paused, for an
         operator. ``inactivity_timeout_ms`` is low, so attempts on a stopped instance are abandoned and
-        fenced while it is stopped."""
+        fenced while it is stopped. With ``dsn`` (a PostgreSQL database) the proxies share it."""
+        if dsn is None and proxies != 1:
+            raise ValueError("several proxies need a shared (PostgreSQL) database")
         self.workdir = workdir
         self.db = workdir / "proxy.db"
+        self.dsn = dsn
         self.ledger = workdir / "ledger.db"
-        self.port = free_port()
-        self.admin_port = free_port()
-        self.callback_port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.env = env
-        self.proxy = Proc(
-            "proxy",
-            [sys.executable, "-m", "proxy", "serve", "--db", str(self.db), "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--callback-port", str(self.callback_port),
-             "--inactivity-timeout-ms", str(inactivity_timeout_ms),
-             "--retry-initial-interval-ms", "50", "--retry-max-interval-ms", "2000",
-             "--retry-max-attempts", str(retry_max_attempts)],
-            env,
-            workdir / "proxy.log",
-            f"http://127.0.0.1:{self.admin_port}/health",
-        )  # fmt: skip
+        self.proxies: list[Proc] = []
+        self.ingresses: list[str] = []
+        self.admins: list[str] = []
+        for i in range(proxies):
+            name = "proxy" if dsn is None else f"proxy-{i}"
+            port, admin_port, callback_port = free_port(), free_port(), free_port()
+            store = (
+                ["--db", str(self.db)]
+                if dsn is None
+                else ["--db", dsn, "--instance-id", name, "--lease-ms", str(lease_ms), "--db-pool-size", "6"]
+            )
+            self.proxies.append(
+                Proc(
+                    name,
+                    [sys.executable, "-m", "proxy", "serve", *store, "--port", str(port),
+                     "--admin-port", str(admin_port), "--callback-port", str(callback_port),
+                     "--inactivity-timeout-ms", str(inactivity_timeout_ms),
+                     "--retry-initial-interval-ms", "50", "--retry-max-interval-ms", "2000",
+                     "--retry-max-attempts", str(retry_max_attempts)],
+                    env,
+                    workdir / f"{name}.log",
+                    f"http://127.0.0.1:{admin_port}/health",
+                )
+            )  # fmt: skip
+            self.ingresses.append(f"http://127.0.0.1:{port}")
+            self.admins.append(f"http://127.0.0.1:{admin_port}")
+        self.proxy = self.proxies[0]
         handler_env = {**env, "CHAOS_LEDGER": str(self.ledger)}
         self.handlers: list[Proc] = []
         for i in range(instances):
@@ -153,24 +184,29 @@ class ChaosCluster:
             )
 
     @property
+    def shared(self) -> bool:
+        """The proxies share a PostgreSQL database."""
+        return self.dsn is not None
+
+    @property
     def ingress(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.ingresses[0]
 
     @property
     def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return self.admins[0]
 
     @property
     def processes(self) -> list[Proc]:
-        return [self.proxy, *self.handlers]
+        return [*self.proxies, *self.handlers]
 
     def start(self) -> None:
         for process in self.processes:
             process.spawn()
         for process in self.processes:
             process.wait_healthy()
-        for handler in self.handlers:
-            uri = handler.health_url.removesuffix("/health")
+        uris = [handler.health_url.removesuffix("/health") for handler in self.handlers]
+        for uri in uris:
             result = subprocess.run(
                 [sys.executable, "-m", "proxy", "register", uri, "--admin-url", self.admin],
                 cwd=ROOT,
@@ -181,13 +217,32 @@ class ChaosCluster:
             )
             if result.returncode != 0 or "Chaos" not in result.stdout:
                 raise RuntimeError(f"registering {uri} failed: {result.stdout}{result.stderr}")
+        # The other proxies hear of the deployment through a broadcast and reload their registries.
+        deadline = time.monotonic() + 30
+        for admin in self.admins[1:]:
+            while not _knows_endpoints(admin, uris):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{admin} did not learn of the deployment of {uris}")
+                time.sleep(0.05)
 
     def stop(self) -> None:
-        for process in [*self.handlers, self.proxy]:
+        for process in [*self.handlers, *self.proxies]:
             process.stop()
 
     def proxy_log(self) -> str:
-        return self.proxy.tail(chars=1 << 30)
+        """Every proxy's log (each survives its restarts), one after another."""
+        return "\n".join(proxy.tail(chars=1 << 30) for proxy in self.proxies)
+
+
+def _knows_endpoints(admin: str, uris: list[str]) -> bool:
+    try:
+        response = httpx.get(f"{admin}/deployments", timeout=5)
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    known = {uri for deployment in response.json()["deployments"] for uri in deployment["endpoints"]}
+    return known.issuperset(uris)
 
 
 def integrity_check(db: Path) -> str:
@@ -233,10 +288,15 @@ class NemesisSettings:
     interval_s: tuple[float, float] = (1.0, 3.0)
     kill_down_s: tuple[float, float] = (0.2, 1.0)
     pause_s: tuple[float, float] = (0.5, 2.0)
-    #: Relative weights of: kill the proxy, kill an instance, pause an instance.
+    #: How long a proxy stays stopped (only with ``proxy_pause``): past its lease (2 s by default), so that
+    #: the other proxies take its attempts over.
+    proxy_pause_s: tuple[float, float] = (2.5, 4.0)
+    #: Relative weights of: kill the proxy, kill an instance, pause an instance, pause the proxy.
+    #: With several proxies, a proxy's share is divided among them.
     proxy_kill: float = 3.0
     handler_kill: float = 5.0
     handler_pause: float = 2.0
+    proxy_pause: float = 0.0
 
 
 class Nemesis:
@@ -277,9 +337,15 @@ class Nemesis:
         handlers = [h for h in self.cluster.handlers if h.name not in self._busy]
         choices: list[tuple[FaultKind, Proc]] = []
         weights: list[float] = []
-        if self.cluster.proxy.name not in self._busy:
-            choices.append(("kill", self.cluster.proxy))
-            weights.append(s.proxy_kill)
+        proxies = [p for p in self.cluster.proxies if p.name not in self._busy]
+        if len(self.cluster.proxies) > 1 and len(proxies) < 2:
+            proxies = []  # one proxy keeps running: the others are faulted while it serves
+        for proxy in proxies:
+            choices.append(("kill", proxy))
+            weights.append(s.proxy_kill / len(proxies))
+            if s.proxy_pause > 0:
+                choices.append(("pause", proxy))
+                weights.append(s.proxy_pause / len(proxies))
         for handler in handlers:
             choices += [("kill", handler), ("pause", handler)]
             weights += [s.handler_kill / len(handlers), s.handler_pause / len(handlers)]
@@ -289,7 +355,8 @@ class Nemesis:
         fault = Fault(kind=kind, target=target.name, at_s=self.elapsed())
         self.faults.append(fault)
         self._busy.add(target.name)
-        duration = self.rng.uniform(*(s.kill_down_s if kind == "kill" else s.pause_s))
+        is_proxy = target in self.cluster.proxies
+        duration = self.rng.uniform(*(s.kill_down_s if kind == "kill" else s.proxy_pause_s if is_proxy else s.pause_s))
         task = asyncio.get_running_loop().create_task(self._fault(fault, target, duration))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -303,7 +370,7 @@ class Nemesis:
                 fault.down_s = self.elapsed() - fault.at_s
                 return
             await asyncio.to_thread(target.kill9)
-            if target is self.cluster.proxy:
+            if target in self.cluster.proxies and not self.cluster.shared:
                 fault.integrity = await asyncio.to_thread(integrity_check, self.cluster.db)
             await asyncio.sleep(max(0.0, fault.at_s + duration - self.elapsed()))
             fault.restarted_at_s = self.elapsed()

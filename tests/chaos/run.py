@@ -1,6 +1,7 @@
 """Run the chaos suite: random programs through a proxy and two handler instances while a nemesis kills them.
 
     python -m tests.chaos.run --invocations 300 --seed 1 --kills 30 --max-seconds 170 [--report chaos.json]
+    python -m tests.chaos.run --postgres 3 ...   # 3 proxies on one PostgreSQL database ($DURABLE_TEST_POSTGRES_DSN)
 
 It starts the processes on loopback and submits root programs as sends with
 ``Idempotency-Key: chaos-<seed>-<i>``, 8 at a time: ``--invocations`` of them,
@@ -20,8 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import random
+import re
+import secrets
 import signal
 import sqlite3
 import sys
@@ -40,6 +44,9 @@ from .checker import Answer, Report, RunData, Submission, check
 from .nemesis import ChaosCluster, Nemesis, NemesisSettings
 from .programs import Sizes, awakeable_value, generate, root_tag
 
+#: With several proxies: how often a proxy is paused (SIGSTOP past its lease), next to ``proxy_kill``'s 3.
+PROXY_PAUSE_WEIGHT = 2.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
@@ -50,6 +57,11 @@ class Config:
     concurrency: int = 8
     workdir: Path | None = None
     inactivity_timeout_ms: int = 1000
+    #: A PostgreSQL database (empty) for the journal, shared by ``proxies`` proxy instances with leases
+    #: of ``lease_ms``; None: one proxy on SQLite.
+    postgres_dsn: str | None = None
+    proxies: int = 1
+    lease_ms: int = 2000
     sizes: Sizes = Sizes()
     nemesis: NemesisSettings = NemesisSettings()
     #: Shares of ``max_seconds``: faults stop by the first, submissions give up by the second,
@@ -69,6 +81,8 @@ class Driver:
             limits=httpx.Limits(max_connections=4 * config.concurrency, max_keepalive_connections=config.concurrency),
         )
         self.rng = random.Random(f"driver/{config.seed}")
+        #: Picks the ingress of each request (apart from ``rng``, so one proxy leaves it as it was).
+        self.ingress_rng = random.Random(f"ingress/{config.seed}")
         self.successes: list[float] = []
         self.resolved: set[str] = set()
         self.submissions: list[Submission] = []
@@ -77,6 +91,10 @@ class Driver:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
+
+    def ingress(self) -> str:
+        """The ingress of the next request: any proxy's (with several, a dead one's only costs a retry)."""
+        return self.ingress_rng.choice(self.cluster.ingresses)
 
     def _success(self) -> None:
         self.successes.append(self.elapsed())
@@ -104,12 +122,14 @@ class Driver:
         self.workload_s = self.elapsed()
 
     async def submit(self, sub: Submission) -> None:
-        url = f"{self.cluster.ingress}/Chaos/run/send"
         headers = {"idempotency-key": sub.key}
         while sub.invocation_id is None:
             if time.monotonic() > self.give_up_at:
                 return
-            response = await self._try(sub, lambda: self.client.post(url, json=sub.program, headers=headers))
+            send = functools.partial(
+                self.client.post, f"{self.ingress()}/Chaos/run/send", json=sub.program, headers=headers
+            )
+            response = await self._try(sub, send)
             if response is None:
                 continue
             if response.status_code == 202:
@@ -123,15 +143,16 @@ class Driver:
     async def attach(self, sub: Submission) -> None:
         """Wait for the answer; after a failed try, the next one is either an attach or the same call again
         (same key, same body), which attaches to the invocation the key already started."""
-        attach_url = f"{self.cluster.ingress}/restate/attach/{sub.invocation_id}"
-        call_url = f"{self.cluster.ingress}/Chaos/run"
         headers = {"idempotency-key": sub.key}
         via = "attach"
         while not sub.answers and time.monotonic() < self.give_up_at:
+            ingress = self.ingress()
             if via == "attach":
-                response = await self._try(sub, lambda: self.client.get(attach_url))
+                get = functools.partial(self.client.get, f"{ingress}/restate/attach/{sub.invocation_id}")
+                response = await self._try(sub, get)
             else:
-                response = await self._try(sub, lambda: self.client.post(call_url, json=sub.program, headers=headers))
+                call = functools.partial(self.client.post, f"{ingress}/Chaos/run", json=sub.program, headers=headers)
+                response = await self._try(sub, call)
             if response is not None and _final(response):
                 self._success()
                 sub.answers.append(_answer(response, self.elapsed(), via))
@@ -146,12 +167,12 @@ class Driver:
         said, at once. Only for answered submissions: a stuck one is reported, not waited for."""
         if not sub.answers:
             return
-        url = f"{self.cluster.ingress}/Chaos/run"
         headers = {"idempotency-key": sub.key}
         for _ in range(5):
-            response = await self._try(
-                sub, lambda: self.client.post(url, json=sub.program, headers=headers, timeout=10)
+            call = functools.partial(
+                self.client.post, f"{self.ingress()}/Chaos/run", json=sub.program, headers=headers, timeout=10
             )
+            response = await self._try(sub, call)
             if response is not None and _final(response):
                 sub.answers.append(_answer(response, self.elapsed(), "repeat"))
                 return
@@ -200,7 +221,7 @@ class Driver:
             ledger.close()
 
     async def _resolve(self, awakeable_id: str, tag: str, k: int) -> None:
-        url = f"{self.cluster.ingress}/restate/awakeables/{awakeable_id}/resolve"
+        url = f"{self.ingress()}/restate/awakeables/{awakeable_id}/resolve"
         try:
             response = await self.client.post(url, json=awakeable_value(tag, k), timeout=5)
         except httpx.HTTPError:
@@ -271,9 +292,19 @@ async def _wait(condition: Callable[[], bool], deadline: float, every: float = 0
 async def run_chaos(config: Config, log: Callable[[str], None] = print) -> Report:
     workdir = config.workdir or Path(tempfile.mkdtemp(prefix=f"chaos-{config.seed}-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = ChaosCluster(workdir, inactivity_timeout_ms=config.inactivity_timeout_ms)
+    cluster = ChaosCluster(
+        workdir,
+        inactivity_timeout_ms=config.inactivity_timeout_ms,
+        dsn=config.postgres_dsn,
+        proxies=config.proxies,
+        lease_ms=config.lease_ms,
+    )
     open_ledger(cluster.ledger).close()
-    log(f"chaos: seed {config.seed}, {config.invocations} invocations, >= {config.kills} kills; workdir {workdir}")
+    store = "SQLite" if config.postgres_dsn is None else f"PostgreSQL, {config.proxies} proxies"
+    log(
+        f"chaos: seed {config.seed}, {config.invocations} invocations, >= {config.kills} kills ({store}); "
+        f"workdir {workdir}"
+    )
     stop_faults, stop_resolver = asyncio.Event(), asyncio.Event()
     extra: dict[str, Any] = {"workdir": str(workdir)}
     driver: Driver | None = None
@@ -318,12 +349,15 @@ async def run_chaos(config: Config, log: Callable[[str], None] = print) -> Repor
 
         await asyncio.gather(*(ask_again(sub) for sub in driver.submissions))
         duration = driver.elapsed()
+        if cluster.shared:
+            extra["instances"] = await _instance_figures(driver.client, cluster)
         data = RunData(
             seed=config.seed,
             kills_wanted=config.kills,
             admin=cluster.admin,
             ledger=cluster.ledger,
             proxy_db=cluster.db,
+            proxy_dsn=cluster.dsn,
             proxy_log=cluster.proxy_log(),
             submissions=driver.submissions,
             faults=nemesis.faults,
@@ -343,6 +377,21 @@ async def run_chaos(config: Config, log: Callable[[str], None] = print) -> Repor
         await asyncio.to_thread(cluster.stop)
 
 
+async def _instance_figures(client: httpx.AsyncClient, cluster: ChaosCluster) -> dict[str, Any]:
+    """What the proxies of a shared database did about each other: ``GET /instance`` of each (counted
+    since its last start) and the takeovers their logs tell of (since the first)."""
+    current: dict[str, Any] = {}
+    for proxy, admin in zip(cluster.proxies, cluster.admins, strict=True):
+        try:
+            response = await client.get(f"{admin}/instance", timeout=10)
+            current[proxy.name] = response.json() if response.status_code == 200 else response.status_code
+        except httpx.HTTPError as exc:
+            current[proxy.name] = f"{type(exc).__name__}: {exc}"
+    logs = cluster.proxy_log()
+    taken_over = sum(int(n) for n in re.findall(r"took over (\d+) invocations", logs))
+    return {"taken_over_logged": taken_over, "current": current}
+
+
 def _heal(cluster: ChaosCluster) -> None:
     """Bring every process back: a paused one is resumed, a dead one started."""
     for process in cluster.processes:
@@ -350,6 +399,22 @@ def _heal(cluster: ChaosCluster) -> None:
             process.resume()
         if process.popen is None or process.popen.poll() is not None:
             process.start()
+
+
+def run_on_postgres(config: Config, *, proxies: int, lease_ms: int, log: Callable[[str], None] = print) -> Report:
+    """``run_chaos`` with ``proxies`` proxy instances on a fresh PostgreSQL database of the server
+    ``DURABLE_TEST_POSTGRES_DSN`` names, dropped afterwards."""
+    from tests import postgres
+
+    if postgres.server_dsn() is None:
+        raise SystemExit(f"chaos on PostgreSQL: {postgres.SKIP_REASON}")
+    database = f"dp_test_chaos_{config.seed}_{secrets.token_hex(6)}"
+    dsn = postgres.create_database_sync(database)
+    try:
+        config = dataclasses.replace(config, postgres_dsn=dsn, proxies=proxies, lease_ms=lease_ms)
+        return asyncio.run(run_chaos(config, log=log))
+    finally:
+        postgres.drop_database_sync(database)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -366,6 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where the databases and logs go (default: a new temp dir)")
     parser.add_argument("--report", type=Path, help="write the figures and violations as JSON here")
     parser.add_argument(
+        "--postgres",
+        type=int,
+        metavar="PROXIES",
+        help="run PROXIES proxy instances on a fresh PostgreSQL database on the server "
+        "$DURABLE_TEST_POSTGRES_DSN names (dropped afterwards) instead of one proxy on SQLite",
+    )
+    parser.add_argument("--lease-ms", type=int, default=2000, help="with --postgres: the proxies' lease (2000)")
+    parser.add_argument(
         "--fault-interval",
         type=float,
         nargs=2,
@@ -381,10 +454,16 @@ def main(argv: list[str] | None = None) -> int:
         max_seconds=args.max_seconds,
         concurrency=args.concurrency,
         workdir=args.workdir,
-        nemesis=NemesisSettings(interval_s=(args.fault_interval[0], args.fault_interval[1])),
+        nemesis=NemesisSettings(
+            interval_s=(args.fault_interval[0], args.fault_interval[1]),
+            proxy_pause=0.0 if args.postgres is None else PROXY_PAUSE_WEIGHT,
+        ),
     )
     signal.signal(signal.SIGTERM, _interrupt)  # so that the processes are stopped on the way out
-    report = asyncio.run(run_chaos(config))
+    if args.postgres is None:
+        report = asyncio.run(run_chaos(config))
+    else:
+        report = run_on_postgres(config, proxies=args.postgres, lease_ms=args.lease_ms)
     print(report.summary())
     if args.report is not None:
         args.report.write_text(json.dumps(report.as_json(), indent=2, default=str) + "\n")

@@ -1,8 +1,15 @@
-"""Real processes on loopback: a proxy and handler instances, started, killed and restarted by tests."""
+"""Real processes on loopback: a proxy and handler instances, started, killed and restarted by tests.
+
+``Cluster`` is one proxy (on SQLite); ``SharedCluster`` (``shared_cluster``) is several proxy instances
+on one PostgreSQL database, on a fresh database of its own (skipped without
+``DURABLE_TEST_POSTGRES_DSN``)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -11,11 +18,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 
+from tests import postgres
+
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -48,6 +59,8 @@ class Process:
         self.log = log
         self.health_url = health_url
         self.popen: subprocess.Popen[bytes] | None = None
+        #: Stopped by ``pause`` (SIGSTOP) and not resumed yet.
+        self.paused = False
 
     def start(self) -> None:
         self.spawn()
@@ -88,6 +101,20 @@ class Process:
         assert self.popen is not None
         os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets and database connections, and does nothing."""
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def alive(self) -> bool:
+        """Started, not exited and not paused."""
+        return self.popen is not None and self.popen.poll() is None and not self.paused
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.popen is not None
@@ -240,3 +267,211 @@ def cluster(
         yield c
     finally:
         c.stop()
+
+
+# ---------------------------------------------------------------------- several proxies on PostgreSQL
+
+
+class ProxyInstance:
+    """One proxy instance of a ``SharedCluster``: its process and its ports."""
+
+    def __init__(self, instance_id: str, process: Process, port: int, admin_port: int) -> None:
+        self.instance_id = instance_id
+        self.process = process
+        self.port = port
+        self.admin_port = admin_port
+
+    @property
+    def ingress(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def stats(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """``GET /instance``: its id, lease, and how many writes it fenced and invocations it took over."""
+        response = httpx.get(f"{self.admin}/instance", timeout=timeout_s)
+        assert response.status_code == 200, response.text
+        found: dict[str, Any] = response.json()
+        return found
+
+
+class SharedCluster:
+    """``proxies`` proxy instances on one PostgreSQL database (distinct ``--instance-id``, a short
+    ``--lease-ms``) and ``instances`` handler instances, registered once (through the first proxy)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        dsn: str,
+        *,
+        proxies: int = 3,
+        instances: int = 2,
+        lease_ms: int = 1500,
+        proxy_args: list[str] | None = None,
+        app: str = "tests.processes.flows_app:app",
+        expect_service: str = "Sleeper",
+        service_env: dict[str, str] | None = None,
+        prefix: str = "",
+        pool_size: int = 6,
+    ) -> None:
+        self.workdir = workdir
+        self.dsn = dsn
+        self.lease_ms = lease_ms
+        self.pool_size = pool_size
+        self.proxy_args = proxy_args or []
+        self.app = app
+        self.prefix = prefix
+        self.expect_service = expect_service
+        self.gate_dir = workdir / "gate"
+        self.gate_dir.mkdir(exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.env = env
+        self.service_env = {
+            **env,
+            "ORDER_LEDGER": str(workdir / "shop.db"),
+            "FLOWS_LEDGER": str(workdir / "flows.db"),
+            "GATE_DIR": str(self.gate_dir),
+            **(service_env or {}),
+        }
+        self.proxies = [self._proxy(i) for i in range(proxies)]
+        self.services = [self._service(i) for i in range(instances)]
+
+    def _proxy(self, i: int) -> ProxyInstance:
+        """Proxy instance ``i``, on ports free now."""
+        instance_id = f"proxy-{i}"
+        port, admin_port, callback_port = free_port(), free_port(), free_port()
+        process = Process(
+            instance_id,
+            [sys.executable, "-m", "proxy", "serve", "--db", self.dsn, "--instance-id", instance_id,
+             "--lease-ms", str(self.lease_ms), "--db-pool-size", str(self.pool_size), "--port", str(port),
+             "--admin-port", str(admin_port), "--callback-port", str(callback_port),
+             "--retry-initial-interval-ms", "50", "--retry-max-interval-ms", "1000", *self.proxy_args],
+            self.env,
+            self.workdir / f"{instance_id}.log",
+            f"http://127.0.0.1:{admin_port}/health",
+        )  # fmt: skip
+        return ProxyInstance(instance_id, process, port, admin_port)
+
+    def _service(self, i: int) -> Process:
+        """Handler instance ``i``, on a port free now."""
+        port = free_port()
+        return Process(
+            f"service-{i}",
+            [sys.executable, "-m", "uvicorn", self.app, "--port", str(port), "--log-level", "warning"],
+            self.service_env,
+            self.workdir / f"service-{i}.log",
+            f"http://127.0.0.1:{port}{self.prefix}/health",
+        )
+
+    def service_uri(self, i: int) -> str:
+        return self.services[i].health_url.removesuffix("/health")
+
+    def start(self) -> None:
+        processes = [*(p.process for p in self.proxies), *self.services]
+        for process in processes:
+            process.spawn()
+        for i, proxy in enumerate(self.proxies):
+            self.proxies[i] = _ready(proxy, _process_of, functools.partial(self._proxy, i))
+        for i, service in enumerate(self.services):
+            self.services[i] = _ready(service, _itself, functools.partial(self._service, i))
+        first = self.proxies[0]
+        for i in range(len(self.services)):
+            response = httpx.post(f"{first.admin}/deployments", json={"uri": self.service_uri(i)}, timeout=30)
+            assert response.status_code == 201, response.text
+            assert self.expect_service in response.json()["services"], response.text
+        # The others hear of the deployment through a broadcast and reload their registries.
+        for proxy in self.proxies:
+            knows = functools.partial(_knows, proxy, self.expect_service, len(self.services))
+            wait_until(knows, f"{proxy.instance_id} to know the deployment")
+
+    def stop(self) -> None:
+        for process in [*self.services, *(p.process for p in self.proxies)]:
+            process.stop()
+
+    def live(self) -> list[ProxyInstance]:
+        """The proxy instances running now (not killed, not paused)."""
+        return [p for p in self.proxies if p.process.alive()]
+
+    def invocation(self, invocation_id: str, via: ProxyInstance | None = None) -> dict[str, Any]:
+        """``GET /invocations/{id}`` on ``via``, or on the first live instance."""
+        proxy = via or self.live()[0]
+        response = httpx.get(f"{proxy.admin}/invocations/{invocation_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        found: dict[str, Any] = response.json()
+        return found
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Rows of one query on the shared database, read directly (as an operator would)."""
+        return query(self.dsn, sql, *args)
+
+    def log(self) -> str:
+        """Every proxy's log, one after another."""
+        return "\n".join(p.process.output() for p in self.proxies)
+
+
+def _ready(item: T, process_of: Callable[[T], Process], rebuild: Callable[[], T], tries: int = 3) -> T:
+    """``item`` once its (spawned) process is healthy. When the process could not bind a port (taken by
+    someone else since ``free_port`` found it free), ``rebuild()`` makes one on other ports, started here."""
+    for _ in range(tries):
+        process = process_of(item)
+        try:
+            process.wait_ready()
+            return item
+        except AssertionError:
+            if not process.exited() or "address already in use" not in process.output().lower():
+                raise
+        item = rebuild()
+        process_of(item).spawn()
+    process_of(item).wait_ready()
+    return item
+
+
+def _process_of(proxy: ProxyInstance) -> Process:
+    return proxy.process
+
+
+def _itself(process: Process) -> Process:
+    return process
+
+
+def _knows(proxy: ProxyInstance, service: str, endpoints: int) -> bool:
+    try:
+        response = httpx.get(f"{proxy.admin}/deployments", timeout=5)
+    except httpx.HTTPError:
+        return False
+    deployments = response.json()["deployments"] if response.status_code == 200 else []
+    found = [d for d in deployments if service in d["services"]]
+    return sum(len(d["endpoints"]) for d in found) >= endpoints
+
+
+def query(dsn: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """Rows of one query on the database at ``dsn``."""
+
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@contextmanager
+def shared_cluster(workdir: Path, **kwargs: Any) -> Iterator[SharedCluster]:
+    """A ``SharedCluster`` on a fresh database of its own (skipped without ``DURABLE_TEST_POSTGRES_DSN``),
+    dropped at the end with the processes stopped."""
+    postgres.require_server()
+    database = f"dp_test_multi_{secrets.token_hex(8)}"
+    dsn = postgres.create_database_sync(database)
+    try:
+        c = SharedCluster(workdir, dsn, **kwargs)
+        try:
+            c.start()
+            yield c
+        finally:
+            c.stop()
+    finally:
+        postgres.drop_database_sync(database)
