@@ -26,6 +26,7 @@ from typing import NoReturn
 
 import msgspec
 
+from . import _tracing
 from ._callback import CallbackClient
 from ._replay import Journal, check_replayed
 from .clock import Clock
@@ -37,6 +38,7 @@ from .protocol import (
     Completion,
     InvokeRequest,
     JournalEntry,
+    Run,
     json_encoder,
 )
 
@@ -141,7 +143,10 @@ class Attempt:
                 # Completed in the same commit (a promise peek, a call that could not start): no wait needed.
                 self._completions.setdefault(index, ack.completion)
 
-        await self.journal.append(index, send)
+        if _tracing.ACTIVE.get() and not isinstance(entry, Run):  # a step's span covers its function too
+            await _tracing.trace_entry(self.request, index, entry, self.journal.append(index, send))
+        else:
+            await self.journal.append(index, send)
 
     def start_append(self, index: int, entry: JournalEntry) -> asyncio.Task[None]:
         """Append in the background, for actions that return before their entry is committed.

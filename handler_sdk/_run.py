@@ -21,6 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import msgspec
 
+from . import _tracing
 from ._attempt import Attempt
 from ._crashpoints import crash_point
 from .context import RunOptions
@@ -125,6 +126,9 @@ async def run_step(
         if recorded is not None:
             assert isinstance(recorded, Run)
             return _replay(index, recorded, fn, type_hint)
+        if _tracing.ACTIVE.get():
+            step = _execute(attempt, index, name, fn, args, options, type_hint)
+            return await _tracing.trace_step(attempt.request, index, "run", name, step)
         return await _execute(attempt, index, name, fn, args, options, type_hint)
     except SdkInternalError as exc:
         journal.stop(exc)

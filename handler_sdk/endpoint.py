@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import _tracing
 from ._attempt import Attempt
 from ._callback import CallbackClient
 from ._crashpoints import crash_point
@@ -128,7 +129,15 @@ class AttemptSettings:
 async def run_attempt(
     definition: HandlerDefinition, request: InvokeRequest, settings: AttemptSettings
 ) -> InvokeResponse:
-    """Run one attempt of an invocation and say how it ended."""
+    """Run one attempt of an invocation and say how it ended (in a span, with OpenTelemetry)."""
+    if _tracing.TRACER is not None:
+        return await _tracing.trace_attempt(request, _run_attempt(definition, request, settings))
+    return await _run_attempt(definition, request, settings)
+
+
+async def _run_attempt(
+    definition: HandlerDefinition, request: InvokeRequest, settings: AttemptSettings
+) -> InvokeResponse:
     try:
         argument = definition.decode_input(bytes(request.input))
     except InputError as exc:

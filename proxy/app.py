@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .admin import create_admin_app
+from .admin import OPEN_PATHS as ADMIN_OPEN_PATHS, OPEN_PREFIXES as ADMIN_OPEN_PREFIXES, create_admin_app
 from .auth import BearerAuth
 from .callbacks import Callbacks
 from .clock import Clock, SystemClock
@@ -24,6 +24,7 @@ from .cluster import Cluster
 from .config import Settings
 from .ingress import Ingress
 from .invoker import Invoker
+from .metrics import ProxyMetrics
 from .outbound import Outbound
 from .registry import Registry
 from .signals import CompletionSignals
@@ -50,6 +51,8 @@ class Runtime:
         callback_base: str,
     ) -> None:
         self.settings = settings
+        self.metrics = ProxyMetrics()
+        store.write_observer = self.metrics.observe_store_write
         self.store = store
         self.clock = clock
         self.client = client
@@ -70,6 +73,7 @@ class Runtime:
             callback_base=callback_base,
             on_effects=self.apply_effects,
             on_backoff=lambda invocation_id, at_ms: self.timers.add(invocation_id, -1, at_ms),
+            metrics=self.metrics,
         )
         self.cluster = (
             Cluster(
@@ -85,7 +89,9 @@ class Runtime:
         )
         self.callbacks = Callbacks(self)
         self.ingress: ASGIApp = Ingress(self)
-        self.admin: ASGIApp = BearerAuth(create_admin_app(self), settings.admin_token, frozenset({"/health"}))
+        self.admin: ASGIApp = BearerAuth(
+            create_admin_app(self), settings.admin_token, ADMIN_OPEN_PATHS, ADMIN_OPEN_PREFIXES
+        )
 
     @classmethod
     @asynccontextmanager
@@ -135,6 +141,7 @@ class Runtime:
                     await runtime.cluster.close()
                 await runtime.timers.close()
                 await runtime.invoker.close()
+                store.write_observer = None
         finally:
             await client.aclose()
             await store.close()
@@ -180,6 +187,7 @@ class Runtime:
         """Act on what a committed write did: answer waiting clients, wake attempts, schedule work."""
         for ended in effects.ended:
             self.invoker.abort(ended.invocation_id)  # a killed invocation's attempt, if one runs
+            self.metrics.invocations_ended.labels("completed" if ended.failure is None else "failed").inc()
             self.waiters.notify(Outcome(invocation_id=ended.invocation_id, output=ended.output, failure=ended.failure))
         for invocation_id in effects.notified:
             self.signals.notify(invocation_id)

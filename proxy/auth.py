@@ -30,15 +30,28 @@ def check_bearer(request: Request, token: str | None) -> None:
 
 
 class BearerAuth:
-    """Wraps an ASGI app: every HTTP request but ``open_paths`` must carry the token."""
+    """Wraps an ASGI app: every HTTP request must carry the token, but those to ``open_paths`` and to
+    paths starting with one of ``open_prefixes`` (each ending with ``/``, e.g. static files)."""
 
-    def __init__(self, app: ASGIApp, token: str | None, open_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        open_paths: frozenset[str] = frozenset(),
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
+        if not all(prefix.endswith("/") for prefix in open_prefixes):
+            raise ValueError(f"open prefixes must end with '/', got {open_prefixes}")
         self._app = app
         self._token = token
         self._open_paths = open_paths
+        self._open_prefixes = open_prefixes
+
+    def _open(self, path: str) -> bool:
+        return path in self._open_paths or path.startswith(self._open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._token and scope["type"] == "http" and scope["path"] not in self._open_paths:
+        if self._token and scope["type"] == "http" and not self._open(scope["path"]):
             try:
                 check_bearer(Request(scope), self._token)
             except Unauthorized as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -141,6 +142,7 @@ class Callbacks:
 
     async def _append(self, invocation_id: str, body: bytes) -> AppendAck:
         rt = self._rt
+        arrived_s = perf_counter()
         try:
             append = append_request_decoder.decode(body)
             entry = entry_decoder.decode(append.entry)
@@ -154,11 +156,12 @@ class Callbacks:
         state_op, promise_op = await self._keyed_op(invocation_id, append.index, entry)
         child, timer_at_ms, completion = await self._effects_of(invocation_id, append.index, entry, now)
         crash_point("proxy.append.before_commit")
+        kind = entry_kind(entry)
         result = await rt.store.append(
             invocation_id,
             append.attempt,
             append.index,
-            entry_kind(entry),
+            kind,
             entry.name,
             bytes(append.entry),
             now,
@@ -170,15 +173,20 @@ class Callbacks:
         )
         match result.outcome:
             case "appended" | "duplicate":
-                if result.outcome == "appended":
+                appended = result.outcome == "appended"
+                if appended:
                     crash_point("proxy.append.after_commit")
+                    rt.metrics.append_duration.labels().observe(perf_counter() - arrived_s)
                     if timer_at_ms is not None:
                         rt.timers.add(invocation_id, append.index, timer_at_ms)
                     if child is not None and child.run_at_ms is not None:
                         rt.timers.add(child.id, -1, child.run_at_ms)
                     rt.apply_effects(result.effects)
                 rt.invoker.touch(
-                    invocation_id, append.attempt, len(append.entry) if result.outcome == "appended" else 0
+                    invocation_id,
+                    append.attempt,
+                    len(append.entry) if appended else 0,
+                    step_kind=kind if appended else None,
                 )
                 return AppendAck(
                     index=append.index,
@@ -192,6 +200,7 @@ class Callbacks:
                     append.attempt,
                     invocation_id,
                     append.index,
+                    extra={"invocation_id": invocation_id, "attempt": append.attempt},
                 )
                 raise Conflict(
                     f"attempt {append.attempt} of {invocation_id} is no longer the running attempt", code="fenced"

@@ -1,12 +1,29 @@
-"""``durable-proxy``: run the proxy and talk to its admin API.
+"""``durable-proxy``: run the proxy and talk to its admin API. docs/cli.md describes every command.
 
     durable-proxy serve [--db PATH] [--host 127.0.0.1] [--port 8080] [--admin-port 9070] [--callback-port 9071]
-    durable-proxy register URI [--admin-url http://127.0.0.1:9070]
     durable-proxy migrate [--db PATH|postgresql://...]
-    durable-proxy invocations cancel|kill|resume ID [--admin-url ...]
+    durable-proxy invocations ls [--status S]... [--service S] [--handler H] [--key K] [--since 10m] [--limit N] [--all]
+    durable-proxy invocations show|cancel|kill|resume|retry|attach ID
+    durable-proxy invocations purge ID | purge [--status S]... [--service S] [--older-than 7d] --yes
+    durable-proxy services ls
+    durable-proxy deployments ls | register URI | remove ID      (``durable-proxy register URI`` too)
+    durable-proxy objects show SERVICE KEY
 
-Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
-Commands that talk to the admin API send ``$DURABLE_PROXY_ADMIN_TOKEN`` as a bearer token when it is set.
+Commands that read data take ``--json`` to print JSON for scripts. They find the admin API at
+``--admin-url``, else ``$DURABLE_PROXY_ADMIN_URL``, else http://127.0.0.1:9070, and send
+``$DURABLE_PROXY_ADMIN_TOKEN`` as a bearer token when it is set; ``attach`` waits on the ingress
+(``--ingress-url``, ``$DURABLE_PROXY_INGRESS_URL``, http://127.0.0.1:8080; ``$DURABLE_PROXY_INGRESS_TOKEN``).
+
+Exit codes:
+
+    0  success
+    1  the operation failed or the target is in the wrong state: the proxy answered an error other than
+       404 (its message is printed), or the invocation ``attach`` waited for ended failed; for ``serve``
+       and ``migrate``, the proxy could not start or the database could not be migrated
+    2  bad usage (a wrong option or argument, a bulk purge without ``--yes``); nothing was sent
+    3  the proxy cannot be reached (connection refused, unknown host, no answer in time)
+    4  not found: no such invocation, deployment or service (the proxy answered 404)
+    5  ``attach --timeout`` ran out before the invocation ended (it goes on)
 """
 
 from __future__ import annotations
@@ -15,20 +32,16 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import socket
 import sys
-from collections.abc import Sequence
-from typing import Any
-
-import httpx
+from collections.abc import Callable, Sequence
 
 from . import __version__
+from .cli_client import CliError
+from .cli_commands import add_commands
 from .config import Settings
 from .store import redacted
 from .store.base import StoreUnavailable
-
-DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,32 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-token", help="require Authorization: Bearer TOKEN on the admin API")
     serve.add_argument("--workflow-retention-ms", type=int, help="keep finished workflows this long (default: 1 day)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-
-    register = commands.add_parser("register", help="register a deployment (an endpoint serving handlers)")
-    register.add_argument("uri", help="the endpoint's base URL, e.g. http://127.0.0.1:9080/durable")
-    register.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
+    serve.add_argument("--log-format", choices=["text", "json"], help="log lines as text or as JSON (default: text)")
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
     migrate.add_argument("--db", help="SQLite database file or postgresql:// URL (default: durable-proxy.db)")
 
-    invocations = commands.add_parser("invocations", help="act on invocations")
-    actions = invocations.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for action, text in (
-        ("cancel", "cancel: the handler raises at its next step and runs its compensations; callees too"),
-        ("kill", "kill: end the invocation and its callees now, without compensation"),
-        ("resume", "resume a paused invocation: it runs again with a fresh retry budget"),
-    ):
-        sub = actions.add_parser(action, help=text)
-        sub.add_argument("id", help="invocation id (inv_...)")
-        sub.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
-
-    objects = commands.add_parser("objects", help="inspect virtual objects and workflows")
-    object_actions = objects.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = object_actions.add_parser("show", help="state, lock holder, queued invocations and promises of a key")
-    show.add_argument("service", help="the virtual object or workflow")
-    show.add_argument("key", help="the key")
-    show.add_argument("--json", action="store_true", help="print the admin API's JSON")
-    show.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help=f"admin API (default: {DEFAULT_ADMIN_URL})")
+    add_commands(commands)
     return parser
 
 
@@ -104,14 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
-        if args.command == "register":
-            return _register(args)
         if args.command == "migrate":
             return _migrate(args)
-        if args.command == "invocations":
-            return _invocation_action(args)
-        if args.command == "objects":
-            return _show_object(args)
+        run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+        if run is not None:
+            return run(args)
+    except CliError as exc:
+        print(f"durable-proxy: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     except ValueError as exc:
         print(f"durable-proxy: {exc}", file=sys.stderr)
         return 2
@@ -126,7 +119,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "db", "host", "port", "admin_host", "admin_port", "callback_port", "advertised_url", "max_body_bytes",
         "inactivity_timeout_ms", "abort_timeout_ms", "retry_max_attempts", "retry_initial_interval_ms",
         "retry_max_interval_ms", "on_max_attempts", "sqlite_synchronous", "workflow_retention_ms", "signing_key",
-        "ingress_token", "admin_token", "instance_id", "lease_ms", "db_pool_size",
+        "ingress_token", "admin_token", "instance_id", "lease_ms", "db_pool_size", "log_format",
     ]  # fmt: skip
     return Settings.load({name: getattr(args, name, None) for name in names})
 
@@ -148,9 +141,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from .logs import configure_logging
+
+    configure_logging(args.log_level, settings.log_format)
     # One line per request to a handler would drown the log; failures are logged by the invoker.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ingress_sock = _bind(settings.host, settings.port)
@@ -208,85 +201,6 @@ async def _serve_async(
             await server.serve(sockets=[ingress_sock, admin_sock])
         finally:
             await callback_server.close()
-
-
-def _admin_request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    token = os.environ.get("DURABLE_PROXY_ADMIN_TOKEN")
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    try:
-        response = httpx.request(method, url, json=body, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        raise _CliError(f"cannot reach the admin API at {url}: {exc}") from None
-    try:
-        return response.status_code, response.json()
-    except ValueError:
-        return response.status_code, {"message": response.text}
-
-
-class _CliError(Exception):
-    pass
-
-
-def _register(args: argparse.Namespace) -> int:
-    try:
-        status, body = _admin_request("POST", f"{args.admin_url.rstrip('/')}/deployments", {"uri": args.uri})
-    except _CliError as exc:
-        print(f"durable-proxy: {exc}", file=sys.stderr)
-        return 1
-    if status >= 300:
-        print(f"durable-proxy: registration failed ({status}): {body.get('message', body)}", file=sys.stderr)
-        return 1
-    services = ", ".join(body.get("services", []))
-    print(f"registered deployment {body['id']} at {args.uri}: {services}")
-    if not sys.stdout.isatty():
-        sys.stdout.flush()
-    return 0
-
-
-def _invocation_action(args: argparse.Namespace) -> int:
-    url = f"{args.admin_url.rstrip('/')}/invocations/{args.id}/{args.action}"
-    try:
-        status, body = _admin_request("PATCH", url)
-    except _CliError as exc:
-        print(f"durable-proxy: {exc}", file=sys.stderr)
-        return 1
-    if status >= 300:
-        print(f"durable-proxy: {args.action} failed ({status}): {body.get('message', body)}", file=sys.stderr)
-        return 1
-    done = {"cancel": "cancellation requested", "kill": "killed", "resume": "resumed"}[args.action]
-    print(f"{args.id}: {done}")
-    return 0
-
-
-def _show_object(args: argparse.Namespace) -> int:
-    from urllib.parse import quote
-
-    url = f"{args.admin_url.rstrip('/')}/objects/{quote(args.service, safe='')}/{quote(args.key, safe='')}"
-    try:
-        status, body = _admin_request("GET", url)
-    except _CliError as exc:
-        print(f"durable-proxy: {exc}", file=sys.stderr)
-        return 1
-    if status >= 300:
-        print(f"durable-proxy: {body.get('message', body)}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(body, indent=2))
-        return 0
-    print(f"{body['kind']} {body['service']}/{body['key']}")
-    print(f"  lock holder: {body['lock_holder'] or '-'}")
-    print(f"  queued:      {', '.join(body['queue']) or '-'}")
-    print("  state:")
-    for name, value in body["state"].items() or [("-", None)]:
-        print(f"    {name} = {json.dumps(value)}" if name != "-" else "    -")
-    if body["promises"]:
-        print("  promises:")
-        for promise in body["promises"]:
-            outcome = (
-                f"rejected: {promise['failure']['message']}" if promise["failure"] else json.dumps(promise["value"])
-            )
-            print(f"    {promise['name']}: {outcome}")
-    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

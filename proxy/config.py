@@ -77,6 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workflow_retention_ms: int = 24 * 3_600_000
     #: How often finished workflows past their retention are purged.
     purge_interval_ms: int = 60_000
+    #: Log lines on stderr: ``text`` for people, ``json`` (one object per line) for log pipelines.
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("FULL", "NORMAL"):

@@ -20,6 +20,8 @@ unchanged:
 ``POST /restate/awakeables/{id}/reject``   reject it with the body as the reason
 ``POST /restate/a/{id}/resolve|reject``    same (the short form Restate's clients use)
 ``GET  /restate/health``                   liveness
+``GET  /openapi.json``                     the OpenAPI 3.1 document of the registered handlers
+                                           (``openapi.ingress_openapi``), with their schemas
 =========================================  ============================================
 
 ``?delay=10s`` (or ISO-8601 ``PT10S``) on a send starts the invocation later;
@@ -57,6 +59,7 @@ from .errors import (
 )
 from .http import error_response, json_response, raw_json_response, read_body
 from .ids import invocation_id as new_invocation_id
+from .openapi import ingress_openapi
 from .store.base import Created, IdempotencyConflict, Invocation, StoredFailure, StoreUnavailable
 from .submission import WORKFLOW_RUN_KEY, new_invocation, parse_delay_ms, parse_input
 from .waiters import Outcome
@@ -114,6 +117,10 @@ class Ingress:
             check_bearer(request, self._rt.settings.ingress_token)
         if parts[:1] == ["restate"]:
             return await self._route_restate(request, parts[1:], method)
+        if parts == ["openapi.json"]:  # no submission path has a single segment
+            _require(method, "GET")
+            token = bool(self._rt.settings.ingress_token)
+            return json_response(ingress_openapi(self._rt.registry.services(), token=token))
         target = self._target(parts)
         if target is None:
             raise NotFound(f"no ingress route for {method} {request.url.path}")

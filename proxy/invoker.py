@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from time import perf_counter
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,6 +53,7 @@ from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 from .clock import Clock
 from .config import Settings
 from .crashpoints import crash_point
+from .metrics import ProxyMetrics
 from .outbound import HTTPError, Outbound, Response
 from .registry import Registry, describe_http_error
 from .retry import RetryPolicy, next_retry_at
@@ -63,12 +65,16 @@ T = TypeVar("T")
 
 #: Handlers answer with a protocol version the proxy can read (only v1 today).
 _SUPPORTED_RESPONSE_VERSIONS = frozenset({1})
+#: The ``outcome`` label of ``durable_attempts_total`` for each answer of a handler.
+_OUTCOMES: dict[type, str] = {Completed: "completed", Failed: "failed", Suspended: "suspended", Retry: "retry"}
+#: Trace context (kept from the ingress request) sent as HTTP headers too, for the handler app's HTTP instrumentation.
+_TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 
 
 class _Activity:
     """The running attempt of one invocation, for the inactivity watchdog."""
 
-    __slots__ = ("attempt", "endpoint", "invocation", "journal_bytes", "last_ms", "started_ms")
+    __slots__ = ("abandoned", "attempt", "endpoint", "invocation", "journal_bytes", "last_ms", "last_s", "started_ms")
 
     def __init__(self, invocation: Invocation, attempt: int, endpoint: str, now_ms: int, journal_bytes: int) -> None:
         self.invocation = invocation
@@ -77,6 +83,10 @@ class _Activity:
         self.endpoint = endpoint
         self.started_ms = now_ms
         self.last_ms = now_ms
+        #: The last activity by the real monotonic clock (``perf_counter``), for the step metrics.
+        self.last_s = perf_counter()
+        #: The watchdog gave up on it.
+        self.abandoned = False
 
 
 class _EndpointDown(Exception):
@@ -100,8 +110,10 @@ class Invoker:
         callback_base: str,
         on_effects: Callable[[Effects], None],
         on_backoff: Callable[[str, int], None],
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics if metrics is not None else ProxyMetrics()
         self._registry = registry
         self._clock = clock
         self._client = client
@@ -154,12 +166,19 @@ class Invoker:
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt task of %s crashed", invocation_id, exc_info=task.exception())
 
-    def touch(self, invocation_id: str, attempt: int, appended_bytes: int = 0) -> None:
-        """An append arrived (or a wait): the attempt is alive."""
+    def touch(self, invocation_id: str, attempt: int, appended_bytes: int = 0, step_kind: str | None = None) -> None:
+        """An append arrived (or a wait): the attempt is alive. With ``step_kind``, an entry of that
+        kind was just committed: the time since the attempt's previous activity is the step's duration."""
         activity = self._running.get(invocation_id)
         if activity is not None and activity.attempt == attempt:
             activity.last_ms = self._clock.now_ms()
             activity.journal_bytes += appended_bytes
+            now_s = perf_counter()
+            if step_kind is not None:
+                self._metrics.step_duration.labels(activity.invocation.service, step_kind).observe(
+                    now_s - activity.last_s
+                )
+            activity.last_s = now_s
 
     def journal_bytes(self, invocation_id: str, attempt: int) -> int | None:
         """The size of the journal of the attempt running here, None if it does not run here."""
@@ -178,6 +197,10 @@ class Invoker:
     def busy(self) -> bool:
         """Some invocation has a task (an attempt running, or about to start)."""
         return bool(self._tasks)
+
+    def attempts_running(self) -> int:
+        """How many attempts run here now."""
+        return len(self._running)
 
     def abort(self, invocation_id: str) -> None:
         """Stop the running attempt of an invocation that was killed (the store already fenced it)."""
@@ -217,18 +240,23 @@ class Invoker:
                 deployment_id = claim.invocation.deployment_id
                 crash_point("proxy.claim.after_commit")
                 attempt = claim.invocation.attempt
-                self._running[invocation_id] = _Activity(
+                if attempt == 1:
+                    self._metrics.invocations_started.labels(claim.invocation.service).inc()
+                activity = self._running[invocation_id] = _Activity(
                     claim.invocation, attempt, endpoint, self._clock.now_ms(), sum(len(r.entry) for r in claim.journal)
                 )
                 try:
                     try:
                         response = await self._attempt(claim, endpoint)
                         self._registry.mark_healthy(endpoint)
+                        outcome = "abandoned" if activity.abandoned else _OUTCOMES.get(type(response), "retry")
                     except _EndpointDown as down:
                         self._registry.mark_unhealthy(endpoint)
                         response = Retry(failure=down.failure)
+                        outcome = "unreachable"
                 finally:
                     self._running.pop(invocation_id, None)
+                self._metrics.attempts.labels(claim.invocation.service, outcome).inc()
                 again = await self._finish(claim, endpoint, response)
             if not again:
                 self._last_endpoint.pop(invocation_id, None)
@@ -256,6 +284,9 @@ class Invoker:
         url = endpoint + path
         body = json_encoder.encode(request)
         headers = {"content-type": INVOKE_CONTENT_TYPE, "accept": INVOKE_CONTENT_TYPE}
+        for name in _TRACE_HEADERS:
+            if name in invocation.headers:
+                headers[name] = invocation.headers[name]
         if self._request_signer is not None:
             headers[SIGNATURE_HEADER] = self._request_signer.signature("POST", path, body, self._clock.now_ms())
         post = asyncio.ensure_future(self._client.request("POST", url, body, headers))
@@ -268,6 +299,7 @@ class Invoker:
             raise
         if post not in done:
             post.cancel()
+            self._running[invocation.id].abandoned = True
             return Retry(failure=watchdog.result())
         watchdog.cancel()
         try:
@@ -336,6 +368,7 @@ class Invoker:
                             tries,
                             failure.message,
                             invocation.id,
+                            extra={"invocation_id": invocation.id, "attempt": attempt},
                         )
                         return False
                 elif next_at is None:
@@ -348,14 +381,22 @@ class Invoker:
                 elif await self._durably(
                     "backing off", lambda: store.backoff(invocation.id, attempt, last, next_at, now)
                 ):
+                    self._metrics.retries.labels(invocation.service).inc()
                     self._on_backoff(invocation.id, next_at)
                     return False
         if effects is not None:
             crash_point("proxy.end.after_commit")
+            duration_s = (now - invocation.created_at_ms) / 1000
+            self._metrics.invocation_duration.labels(invocation.service).observe(duration_s)
             self._on_effects(effects)
             return False
         self.superseded_ends += 1
-        log.warning("attempt %d of %s was superseded before it ended; its end was not recorded", attempt, invocation.id)
+        log.warning(
+            "attempt %d of %s was superseded before it ended; its end was not recorded",
+            attempt,
+            invocation.id,
+            extra={"invocation_id": invocation.id, "attempt": attempt},
+        )
         return False
 
     async def _claim_next(self, invocation_id: str, deployment_id: str | None) -> tuple[Claim, str] | int | None:
@@ -389,10 +430,9 @@ class Invoker:
 
     @staticmethod
     def _log_failure(invocation_id: str, attempt: int, failure: Failure) -> None:
-        if failure.stacktrace:
-            log.warning("attempt %d of %s failed: %s\n%s", attempt, invocation_id, failure.message, failure.stacktrace)
-        else:
-            log.warning("attempt %d of %s failed: %s", attempt, invocation_id, failure.message)
+        extra = {"invocation_id": invocation_id, "attempt": attempt}
+        trace = f"\n{failure.stacktrace}" if failure.stacktrace else ""
+        log.warning("attempt %d of %s failed: %s%s", attempt, invocation_id, failure.message, trace, extra=extra)
 
 
 def _code(code: int) -> int:

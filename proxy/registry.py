@@ -29,7 +29,7 @@ from handler_sdk.protocol import (
 from handler_sdk.signing import SIGNATURE_HEADER, RequestSigner
 
 from .clock import Clock
-from .errors import BadGateway, BadRequest, NotFound
+from .errors import BadGateway, BadRequest, Conflict, NotFound
 from .ids import deployment_id as new_deployment_id
 from .outbound import HTTPError, Outbound
 from .store.base import Deployment, JournalStore
@@ -168,6 +168,30 @@ class Registry:
         await self.load()
         self.mark_healthy(uri)
         return deployment, manifest
+
+    async def remove(self, deployment_id: str) -> None:
+        """Delete a deployment that nothing needs any more (see ``JournalStore.remove_deployment``).
+
+        ``NotFound`` for an unknown one; ``Conflict`` while a service points at it (register
+        the services' new code first) or an unfinished invocation is pinned to it (its journal
+        must be replayed by that code: let it end, or cancel or kill it)."""
+        removed = await self._store.remove_deployment(deployment_id)
+        if removed.outcome == "not_found":
+            raise NotFound(f"deployment {deployment_id} not found", code="deployment_not_found")
+        if removed.outcome == "in_use":
+            reasons = []
+            if removed.services:
+                reasons.append(
+                    f"it serves {', '.join(removed.services)} (register a deployment that serves "
+                    f"{'them' if len(removed.services) > 1 else 'it'} first)"
+                )
+            if removed.unfinished:
+                reasons.append(
+                    f"{removed.unfinished} unfinished invocation(s) are pinned to it "
+                    "(let them end, or cancel or kill them)"
+                )
+            raise Conflict(f"deployment {deployment_id} is in use: {'; and '.join(reasons)}", code="deployment_in_use")
+        await self.load()
 
     async def _discover(self, uri: str) -> tuple[Manifest, bytes]:
         url = f"{uri}/discover"

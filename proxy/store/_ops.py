@@ -24,16 +24,19 @@ snapshot. Nothing here commits.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, get_args
 
 import msgspec
 
 from proxy.store._tx import Row, Tx, indices_in, insertion_order
 from proxy.store.base import (
     ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
     AttemptRow,
     CompletionRow,
     Invocation,
+    InvocationCursor,
     InvocationStatus,
     JournalRow,
     StoredFailure,
@@ -42,6 +45,8 @@ from proxy.store.base import (
 
 #: The WHERE term of the partial index ``invocations_unfinished``; a query must repeat it verbatim to use the index.
 UNFINISHED: Final = "status IN ('scheduled', 'queued', 'pending', 'running', 'suspended', 'backing_off', 'paused')"
+#: The WHERE term of the partial index ``invocations_ended``; a query must repeat it verbatim to use the index.
+ENDED: Final = "status IN ('completed', 'failed')"
 #: The fencing rule: a write on behalf of an attempt lands only while that attempt is the running one.
 CURRENT_ATTEMPT: Final = "id = ? AND status = 'running' AND attempt = ?"
 INVOCATION_COLUMNS: Final = (
@@ -183,13 +188,67 @@ async def list_runnable(tx: Tx) -> list[str]:
     return [r[0] for r in await tx.fetchall(_RUNNABLE + insertion_order(tx))]
 
 
-async def list_invocations(tx: Tx, status: InvocationStatus | None, limit: int) -> list[Invocation]:
-    seq = insertion_order(tx)
-    order = f"ORDER BY created_at_ms DESC, {seq} DESC LIMIT ?"
-    if status is None:
-        rows = await tx.fetchall(f"SELECT {INVOCATION_COLUMNS} FROM invocations {order}", (limit,))
-    else:
-        # Repeating the partial index's term lets an unfinished status use invocations_unfinished.
-        where = f"{UNFINISHED} AND status = ?" if status in ACTIVE_STATUSES else "status = ?"
-        rows = await tx.fetchall(f"SELECT {INVOCATION_COLUMNS} FROM invocations WHERE {where} {order}", (status, limit))
+async def list_invocations(
+    tx: Tx,
+    statuses: Sequence[InvocationStatus] | None,
+    service: str | None,
+    handler: str | None,
+    key: str | None,
+    created_after_ms: int | None,
+    created_before_ms: int | None,
+    cursor: InvocationCursor | None,
+    limit: int,
+) -> list[Invocation]:
+    """Newest first by ``(created_at_ms, id)``; see ``JournalStore.list_invocations``.
+
+    The order is the key of the indexes ``invocations_by_created_id`` and, after an equal
+    ``service`` or ``status``, of ``invocations_by_service``, ``invocations_unfinished`` and
+    ``invocations_ended``, so a page reads about ``limit`` index entries past the cursor."""
+    where: list[str] = []
+    params: list[object] = []
+    if statuses is not None:
+        marks = ", ".join("?" * len(statuses))
+        # Repeating a partial index's term lets a set of unfinished (or ended) statuses use it.
+        if all(status in ACTIVE_STATUSES for status in statuses):
+            where.append(UNFINISHED)
+        elif all(status in TERMINAL_STATUSES for status in statuses):
+            where.append(ENDED)
+        where.append(f"status IN ({marks})")
+        params.extend(statuses)
+    for column, value in (("service", service), ("handler", handler), ("key", key)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if created_after_ms is not None:
+        where.append("created_at_ms > ?")
+        params.append(created_after_ms)
+    if created_before_ms is not None:
+        where.append("created_at_ms < ?")
+        params.append(created_before_ms)
+    if cursor is not None:
+        # (created_at_ms, id) < cursor, spelled so that its first term bounds an index range on both databases.
+        where.append("created_at_ms <= ? AND (created_at_ms < ? OR id < ?)")
+        params.extend((cursor[0], cursor[0], cursor[1]))
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = await tx.fetchall(
+        f"SELECT {INVOCATION_COLUMNS} FROM invocations{condition} ORDER BY created_at_ms DESC, id DESC LIMIT ?",
+        (*params, limit),
+    )
     return [_invocation(r) for r in rows]
+
+
+async def invocation_counts(tx: Tx) -> dict[InvocationStatus, int]:
+    """Per status: the unfinished ones on ``invocations_unfinished``, the ended ones on ``invocations_ended``."""
+    counts: dict[InvocationStatus, int] = dict.fromkeys(get_args(InvocationStatus), 0)
+    for term in (UNFINISHED, ENDED):
+        for status, count in await tx.fetchall(
+            f"SELECT status, count(*) FROM invocations WHERE {term} GROUP BY status"
+        ):
+            counts[status] = int(count)
+    return counts
+
+
+async def pending_timer_count(tx: Tx) -> int:
+    row = await tx.fetchone("SELECT count(*) FROM timers")
+    assert row is not None
+    return int(row[0])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from handler_sdk.protocol import ServiceManifest
+from proxy.store._ops import UNFINISHED
 from proxy.store._tx import Tx, lock_name
-from proxy.store.base import Deployment, ServiceRow
+from proxy.store.base import Deployment, RemovedDeployment, ServiceRow
 
 SECRET_KEY = "token_secret"
 
@@ -97,3 +98,22 @@ async def register_deployment(
 
 async def remove_endpoint(tx: Tx, uri: str) -> bool:
     return await tx.execute("DELETE FROM deployment_endpoints WHERE uri = ?", (uri,)) > 0
+
+
+async def remove_deployment(tx: Tx, deployment_id: str) -> RemovedDeployment:
+    await lock_name(tx, "deployments")  # no registration joins it while it goes
+    if await tx.fetchone("SELECT 1 FROM deployments WHERE id = ?", (deployment_id,)) is None:
+        return RemovedDeployment(outcome="not_found")
+    services = [
+        str(r[0])
+        for r in await tx.fetchall("SELECT name FROM services WHERE deployment_id = ? ORDER BY name", (deployment_id,))
+    ]
+    row = await tx.fetchone(
+        f"SELECT count(*) FROM invocations WHERE {UNFINISHED} AND deployment_id = ?", (deployment_id,)
+    )
+    unfinished = 0 if row is None else int(row[0])
+    if services or unfinished:
+        return RemovedDeployment(outcome="in_use", services=services, unfinished=unfinished)
+    await tx.execute("DELETE FROM deployment_endpoints WHERE deployment_id = ?", (deployment_id,))
+    await tx.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,))
+    return RemovedDeployment(outcome="removed")

@@ -35,6 +35,7 @@ from proxy.store.base import (
     NewInvocation,
     PromiseOp,
     ResumeOutcome,
+    RetryOutcome,
     StateOp,
     StoredFailure,
     SuspendOutcome,
@@ -294,6 +295,22 @@ async def resume(tx: Tx, invocation_id: str, now_ms: int) -> tuple[ResumeOutcome
         return "resumed", Effects(woken=[invocation_id])
     exists = await tx.fetchone("SELECT 1 FROM invocations WHERE id = ?", (invocation_id,))
     return ("not_paused" if exists is not None else "not_found"), Effects()
+
+
+async def retry_now(tx: Tx, invocation_id: str, now_ms: int) -> tuple[RetryOutcome, Effects]:
+    """A backing-off invocation becomes ``pending`` now (its start timer goes); a paused one is resumed."""
+    updated = await tx.execute(
+        "UPDATE invocations SET status = 'pending', next_run_at_ms = NULL, modified_at_ms = ?"
+        f" WHERE id = ? AND {UNFINISHED} AND status = 'backing_off'",
+        (now_ms, invocation_id),
+    )
+    if updated:
+        await tx.execute("DELETE FROM timers WHERE invocation_id = ? AND idx = -1", (invocation_id,))
+        return "retried", Effects(woken=[invocation_id])
+    outcome, effects = await resume(tx, invocation_id, now_ms)
+    if outcome == "resumed":
+        return "resumed", effects
+    return ("not_found" if outcome == "not_found" else "not_retryable"), Effects()
 
 
 async def suspend(tx: Tx, invocation_id: str, attempt: int, waiting_on: list[int], now_ms: int) -> SuspendOutcome:

@@ -162,18 +162,26 @@ async def key_status(tx: Tx, service: str, key: str) -> KeyStatus:
 async def purge_workflows(tx: Tx, service: str, ended_before_ms: int, limit: int) -> int:
     keys = [r[0] for r in await tx.fetchall(PURGEABLE_SQL, (service, ended_before_ms, limit))]
     for key in keys:
-        await lock_name(tx, "key", service, key)
-        ids = (service, key)
-        # Explicit deletes rather than relying on the cascades, children before parents.
-        await tx.execute(f"DELETE FROM promise_waiters WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        await tx.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ?", ids)
-        await tx.execute(f"DELETE FROM completions WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        await tx.execute(f"DELETE FROM journal WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        await tx.execute(f"DELETE FROM attempts WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        await tx.execute(f"DELETE FROM timers WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
-        await tx.execute(
-            "DELETE FROM invocations WHERE service = ? AND key = ? AND status IN ('completed', 'failed')", ids
-        )
-        await tx.execute("DELETE FROM state WHERE service = ? AND key = ?", ids)
-        await tx.execute("DELETE FROM promises WHERE service = ? AND key = ?", ids)
+        await purge_workflow_key(tx, service, key)
     return len(keys)
+
+
+async def purge_workflow_key(tx: Tx, service: str, key: str) -> int:
+    """Delete every ended invocation of a workflow key (with its journal, completions, attempts),
+    the key's state and its promises; returns how many invocations were deleted. The caller has
+    checked that the key has no unfinished invocation."""
+    await lock_name(tx, "key", service, key)
+    ids = (service, key)
+    # Explicit deletes rather than relying on the cascades, children before parents.
+    await tx.execute(f"DELETE FROM promise_waiters WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+    await tx.execute("DELETE FROM promise_waiters WHERE service = ? AND key = ?", ids)
+    await tx.execute(f"DELETE FROM completions WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+    await tx.execute(f"DELETE FROM journal WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+    await tx.execute(f"DELETE FROM attempts WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+    await tx.execute(f"DELETE FROM timers WHERE invocation_id IN ({_ENDED_OF_KEY})", ids)
+    deleted = await tx.execute(
+        "DELETE FROM invocations WHERE service = ? AND key = ? AND status IN ('completed', 'failed')", ids
+    )
+    await tx.execute("DELETE FROM state WHERE service = ? AND key = ?", ids)
+    await tx.execute("DELETE FROM promises WHERE service = ? AND key = ?", ids)
+    return deleted

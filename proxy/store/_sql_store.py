@@ -10,8 +10,9 @@ or sent to the database, so a bad call never reaches a transaction.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from time import perf_counter
+from typing import Any, TypeVar, get_args
 
 import msgspec
 
@@ -23,9 +24,11 @@ from proxy.store import (
     _ops_deployments as deployments,
     _ops_invocations as invocations,
     _ops_keys as keys,
+    _ops_purge as purges,
 )
 from proxy.store._tx import Tx
 from proxy.store.base import (
+    TERMINAL_STATUSES,
     AppendResult,
     AttemptRow,
     CancelOutcome,
@@ -36,6 +39,7 @@ from proxy.store.base import (
     Deployment,
     Effects,
     Invocation,
+    InvocationCursor,
     InvocationStatus,
     JournalRow,
     JournalStore,
@@ -43,7 +47,11 @@ from proxy.store.base import (
     Lease,
     NewInvocation,
     PromiseOp,
+    PurgeOutcome,
+    PurgeResult,
+    RemovedDeployment,
     ResumeOutcome,
+    RetryOutcome,
     ServiceRow,
     StateOp,
     StoredFailure,
@@ -52,6 +60,12 @@ from proxy.store.base import (
 )
 
 __all__ = ["SQLStore"]
+
+
+def _verb_of(fn: Callable[..., object]) -> str:
+    """The verb a write's function belongs to: ``SQLStore.append.<locals>.<lambda>`` -> ``append``."""
+    return fn.__qualname__.split(".<locals>", 1)[0].rsplit(".", 1)[-1]
+
 
 T = TypeVar("T")
 
@@ -62,8 +76,18 @@ class SQLStore(JournalStore):
     __slots__ = ()
 
     @abc.abstractmethod
-    async def _write(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
+    async def _transact(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Run ``fn`` in a write transaction; return its result once the transaction committed."""
+
+    async def _write(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
+        """``_transact``, timed for ``write_observer`` when one is set."""
+        observer = self.write_observer
+        if observer is None:
+            return await self._transact(fn)
+        start = perf_counter()
+        result = await self._transact(fn)
+        observer(_verb_of(fn), perf_counter() - start)
+        return result
 
     @abc.abstractmethod
     async def _read(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
@@ -233,9 +257,62 @@ class SQLStore(JournalStore):
     async def list_runnable(self) -> list[str]:
         return await self._read(ops.list_runnable)
 
-    async def list_invocations(self, *, status: InvocationStatus | None = None, limit: int = 100) -> list[Invocation]:
-        limit = max(limit, 0)
-        return await self._read(lambda tx: ops.list_invocations(tx, status, limit))
+    async def list_invocations(
+        self,
+        *,
+        status: InvocationStatus | Sequence[InvocationStatus] | None = None,
+        service: str | None = None,
+        handler: str | None = None,
+        key: str | None = None,
+        created_after_ms: int | None = None,
+        created_before_ms: int | None = None,
+        cursor: InvocationCursor | None = None,
+        limit: int = 100,
+    ) -> list[Invocation]:
+        statuses = None if status is None else _checked_statuses(status)
+        if statuses == [] or limit <= 0:
+            return []
+        if cursor is not None:
+            cursor = (int(cursor[0]), str(cursor[1]))
+        return await self._read(
+            lambda tx: ops.list_invocations(
+                tx, statuses, service, handler, key, created_after_ms, created_before_ms, cursor, limit
+            )
+        )
+
+    async def invocation_counts(self) -> dict[InvocationStatus, int]:
+        return await self._read(ops.invocation_counts)
+
+    async def pending_timer_count(self) -> int:
+        return await self._read(ops.pending_timer_count)
+
+    async def retry_now(self, invocation_id: str, now_ms: int) -> tuple[RetryOutcome, Effects]:
+        return await self._write(lambda tx: invocations.retry_now(tx, invocation_id, now_ms))
+
+    async def purge_invocation(
+        self, invocation_id: str, *, workflow_services: Collection[str] = ()
+    ) -> tuple[PurgeOutcome, int]:
+        workflows = frozenset(workflow_services)
+        return await self._write(lambda tx: purges.purge_invocation(tx, invocation_id, workflows))
+
+    async def purge_invocations(
+        self,
+        *,
+        statuses: Sequence[InvocationStatus] = TERMINAL_STATUSES,
+        service: str | None = None,
+        ended_before_ms: int | None = None,
+        limit: int = 100,
+        workflow_services: Collection[str] = (),
+    ) -> PurgeResult:
+        checked = _checked_statuses(statuses)
+        if any(s not in TERMINAL_STATUSES for s in checked):
+            raise ValueError(f"only ended invocations can be purged, not {checked}")
+        if not checked or limit <= 0:
+            return PurgeResult(purged=0, more=False)
+        workflows = frozenset(workflow_services)
+        return await self._write(
+            lambda tx: purges.purge_invocations(tx, checked, service, ended_before_ms, limit, workflows)
+        )
 
     # ---------------------------------------------------------------- keyed state
 
@@ -265,6 +342,9 @@ class SQLStore(JournalStore):
     async def remove_endpoint(self, uri: str) -> bool:
         return await self._write(lambda tx: deployments.remove_endpoint(tx, uri))
 
+    async def remove_deployment(self, deployment_id: str) -> RemovedDeployment:
+        return await self._write(lambda tx: deployments.remove_deployment(tx, deployment_id))
+
     async def list_deployments(self) -> list[Deployment]:
         return await self._read(deployments.list_deployments)
 
@@ -276,6 +356,18 @@ class SQLStore(JournalStore):
 
 
 # --------------------------------------------------------------------------- argument checks (before queueing)
+
+
+_STATUSES = frozenset(get_args(InvocationStatus))
+
+
+def _checked_statuses(status: InvocationStatus | Sequence[InvocationStatus]) -> list[InvocationStatus]:
+    """One status or several, as a list without repeats; ``ValueError`` for one that does not exist."""
+    statuses: list[InvocationStatus] = [status] if isinstance(status, str) else list(dict.fromkeys(status))
+    unknown = [s for s in statuses if s not in _STATUSES]
+    if unknown:
+        raise ValueError(f"unknown invocation status {unknown[0]!r}; the statuses are {sorted(_STATUSES)}")
+    return statuses
 
 
 def _check_new(new: NewInvocation) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "lock_name",
     "run_sync",
     "skip_locked",
+    "strings_in",
 ]
 
 T = TypeVar("T")
@@ -101,6 +102,13 @@ def indices_in(tx: Tx, column: str) -> str:
     if tx.dialect == "sqlite":
         return f"{column} IN (SELECT value FROM json_each(?))"
     return f"{column} IN (SELECT CAST(value AS INTEGER) FROM jsonb_array_elements_text(CAST(? AS JSONB)))"
+
+
+def strings_in(tx: Tx, column: str) -> str:
+    """A condition: ``column`` is one of the strings in the JSON list bound to its ``?``."""
+    if tx.dialect == "sqlite":
+        return f"{column} IN (SELECT value FROM json_each(?))"
+    return f"{column} IN (SELECT jsonb_array_elements_text(CAST(? AS JSONB)))"
 
 
 def for_update(tx: Tx) -> str:

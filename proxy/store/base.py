@@ -44,7 +44,7 @@ and ``index >= 0`` for a sleep entry.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import ClassVar, Literal
 
 import msgspec
@@ -153,6 +153,16 @@ SuspendOutcome = Literal["suspended", "resume", "fenced"]
 CompleteEntryOutcome = Literal["completed", "already_completed", "not_found"]
 CancelOutcome = Literal["requested", "already_done", "not_found"]
 ResumeOutcome = Literal["resumed", "not_paused", "not_found"]
+#: ``retried``: a backing-off invocation runs its next attempt now; ``resumed``: a paused one was
+#: resumed (as ``resume``); ``not_retryable``: it is in any other status.
+RetryOutcome = Literal["retried", "resumed", "not_retryable", "not_found"]
+#: ``workflow_busy``: a workflow's run whose key still has unfinished invocations.
+PurgeOutcome = Literal["purged", "not_ended", "workflow_busy", "not_found"]
+#: ``in_use``: services still point at the deployment, or unfinished invocations are pinned to it.
+RemoveDeploymentOutcome = Literal["removed", "in_use", "not_found"]
+#: A position in the listing of invocations (newest first): the ``(created_at_ms, id)`` of the last
+#: invocation of the previous page; the next page starts after it.
+InvocationCursor = tuple[int, str]
 
 
 class CompletionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -271,6 +281,23 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     created_at_ms: int
 
 
+class PurgeResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a bulk purge did: ``purged`` invocations deleted; ``more``: others still match."""
+
+    purged: int
+    more: bool
+
+
+class RemovedDeployment(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``remove_deployment`` did, and when it refused, why."""
+
+    outcome: RemoveDeploymentOutcome
+    #: The services that still point at the deployment (``in_use``).
+    services: list[str] = []
+    #: How many unfinished invocations are pinned to it (``in_use``).
+    unfinished: int = 0
+
+
 class ServiceRow(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     deployment_id: str
@@ -310,7 +337,7 @@ class Broadcast(msgspec.Struct, frozen=True, kw_only=True):
 class JournalStore(abc.ABC):
     """Durable state of the proxy. See the module docstring for the fencing rule."""
 
-    __slots__ = ()
+    __slots__ = ("write_observer",)
 
     #: True when several proxy instances may share this database: each runs the attempts it claimed
     #: under a lease, takes over the expired leases of the others, and hears their commits.
@@ -319,6 +346,9 @@ class JournalStore(abc.ABC):
     instance_id: str
     #: How long a lease lasts unless renewed.
     lease_ms: int
+    #: Called after every committed write transaction with the verb's name and its duration in
+    #: seconds, for metrics; None: not observed.
+    write_observer: Callable[[str, float], None] | None
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -570,8 +600,77 @@ class JournalStore(abc.ABC):
         Returns how many keys were purged (at most ``limit``)."""
 
     @abc.abstractmethod
-    async def list_invocations(self, *, status: InvocationStatus | None = None, limit: int = 100) -> list[Invocation]:
-        """Most recent first."""
+    async def list_invocations(
+        self,
+        *,
+        status: InvocationStatus | Sequence[InvocationStatus] | None = None,
+        service: str | None = None,
+        handler: str | None = None,
+        key: str | None = None,
+        created_after_ms: int | None = None,
+        created_before_ms: int | None = None,
+        cursor: InvocationCursor | None = None,
+        limit: int = 100,
+    ) -> list[Invocation]:
+        """Newest first: by ``created_at_ms``, then by ``id``, both descending (a total order).
+
+        Every filter given must match: ``status`` (one, or any of several), ``service``,
+        ``handler``, ``key``, and ``created_after_ms < created_at_ms < created_before_ms``.
+        ``cursor`` is the ``(created_at_ms, id)`` of the last invocation of the previous page:
+        the page starts right after it, so invocations created meanwhile never shift the pages
+        (keyset pagination). Uses the indexes of the creation time, of the service, of the
+        unfinished and of the ended invocations. ``ValueError`` for an unknown status.
+        """
+
+    @abc.abstractmethod
+    async def invocation_counts(self) -> dict[InvocationStatus, int]:
+        """How many invocations have each status (every status is a key, 0 when none).
+
+        The unfinished ones are counted on their partial index; the ended ones (most of
+        the table) on theirs, which still visits every ended invocation."""
+
+    @abc.abstractmethod
+    async def pending_timer_count(self) -> int:
+        """How many timers have not fired yet (delayed starts, backoffs and sleeps)."""
+
+    @abc.abstractmethod
+    async def retry_now(self, invocation_id: str, now_ms: int) -> tuple[RetryOutcome, Effects]:
+        """Run the next attempt now, in one transaction: ``backing_off`` -> ``pending`` (listed in
+        ``effects.woken``), its start timer dropped; its retry budget is not reset (the attempt counts
+        as any other). A ``paused`` invocation is resumed instead, as ``resume`` does (``resumed``).
+        ``not_retryable`` for every other status (a ``scheduled`` invocation keeps its delay)."""
+
+    @abc.abstractmethod
+    async def purge_invocation(
+        self, invocation_id: str, *, workflow_services: Collection[str] = ()
+    ) -> tuple[PurgeOutcome, int]:
+        """Delete an ended invocation with its journal, completions and attempts; returns the outcome
+        and the number of invocations deleted.
+
+        Nothing else refers to an ended invocation by a foreign key: its callees keep their
+        ``parent_id`` (a call's end completes nothing once its caller is gone), its caller keeps
+        the completion its end wrote. The state of an object key is not touched. The ``run`` of a
+        workflow (a service named in ``workflow_services``) takes its whole key with it, as the
+        workflow retention does: every ended invocation of the key, its state and its promises,
+        so that neither outlives the run that owns them; ``workflow_busy`` when the key still has
+        unfinished invocations. ``not_ended`` for an invocation that has not ended."""
+
+    @abc.abstractmethod
+    async def purge_invocations(
+        self,
+        *,
+        statuses: Sequence[InvocationStatus] = TERMINAL_STATUSES,
+        service: str | None = None,
+        ended_before_ms: int | None = None,
+        limit: int = 100,
+        workflow_services: Collection[str] = (),
+    ) -> PurgeResult:
+        """Delete up to ``limit`` ended invocations (with ``statuses``, of ``service``, ended before
+        ``ended_before_ms``), each as ``purge_invocation`` does, in one transaction; a workflow's
+        run whose key still has unfinished invocations is left out. ``purged`` counts the invocations
+        deleted (a workflow's run brings its key's other ended invocations along); ``more`` says
+        whether others still match, so a caller can loop until it is False. ``ValueError`` for a
+        status that is not an ended one."""
 
     # ---------------------------------------------------------------- deployments
 
@@ -586,6 +685,13 @@ class JournalStore(abc.ABC):
 
     @abc.abstractmethod
     async def remove_endpoint(self, uri: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def remove_deployment(self, deployment_id: str) -> RemovedDeployment:
+        """Delete a deployment and its endpoints, unless it is in use (``in_use``, with why): a
+        service still points at it (new invocations would go there), or an unfinished invocation
+        is pinned to it (its journal must be replayed by that code). Ended invocations may stay
+        pinned to a removed deployment: nothing runs them again."""
 
     @abc.abstractmethod
     async def list_deployments(self) -> list[Deployment]: ...

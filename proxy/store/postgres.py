@@ -52,7 +52,7 @@ from proxy.store import _ops_deployments as deployments, redacted
 from proxy.store._sql_store import SQLStore
 from proxy.store._sqlite_writer import StoreClosedError
 from proxy.store._tx import Dialect, Row, Tx
-from proxy.store.base import AppendResult, Broadcast, Deployment, Effects, StoreUnavailable
+from proxy.store.base import AppendResult, Broadcast, Deployment, Effects, RemovedDeployment, StoreUnavailable
 from proxy.store.migrate import migrate_postgresql
 
 __all__ = ["CHANNEL", "PostgresStore", "PostgresTx"]
@@ -165,6 +165,7 @@ class PostgresStore(SQLStore):
         self._dsn = dsn
         self.instance_id = instance_id
         self.lease_ms = lease_ms
+        self.write_observer: Callable[[str, float], None] | None = None
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[Any] | None = None
         self._secret: bytes | None = None
@@ -234,7 +235,7 @@ class PostgresStore(SQLStore):
             raise StoreClosedError("the store is closed")
         return self._pool
 
-    async def _write(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
+    async def _transact(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         pool = self._open_pool()
         self._begin()
         try:
@@ -289,7 +290,9 @@ class PostgresStore(SQLStore):
     async def _announce(self, conn: Connection, result: object) -> None:
         """Inside the write's transaction: tell the other instances what it did that concerns them."""
         effects = _effects_of(result)
-        changed = isinstance(result, Deployment)
+        changed = isinstance(result, Deployment) or (
+            isinstance(result, RemovedDeployment) and result.outcome == "removed"
+        )
         if not changed and (effects is None or not (effects.ended or effects.notified)):
             return
         ended = [] if effects is None else [e.invocation_id for e in effects.ended]

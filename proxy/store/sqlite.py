@@ -94,6 +94,7 @@ class SQLiteStore(SQLStore):
         self._secret: bytes | None = None
         self.instance_id = instance_id
         self.lease_ms = lease_ms
+        self.write_observer: Callable[[str, float], None] | None = None
 
     @property
     def path(self) -> str:
@@ -134,7 +135,7 @@ class SQLiteStore(SQLStore):
     async def subscribe(self, on_broadcast: Callable[[Broadcast], None], on_gap: Callable[[], None]) -> None:
         """Nothing to hear: one SQLite file serves one proxy instance."""
 
-    async def _write(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
+    async def _transact(self, fn: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         try:
             return await self.writer.run(lambda conn: run_sync(fn(SQLiteTx(conn))))
         except sqlite3.OperationalError as exc:

@@ -247,7 +247,7 @@ def test_a_held_key_queues_its_calls_while_another_key_goes_on(tmp_path: Path) -
         assert refused.returncode == 1
         assert "Plain is a service" in refused.stderr
         unknown = cli(c, "objects", "show", "Nope", "x")
-        assert unknown.returncode == 1
+        assert unknown.returncode == 4, "not found (see docs/cli.md)"
         assert "'Nope' is not registered" in unknown.stderr
 
         resolved = httpx.post(f"{c.ingress}/restate/awakeables/{handed_out()[0]}/resolve", json="go", timeout=10)

@@ -257,9 +257,11 @@ async def test_0002_upgrades_a_version_1_database_with_its_data(
         assert foreign_keys == 1  # migrate() turned them off for the rebuild and back on
         assert dangling == []
         assert indices == [
-            "invocations_by_created",
+            "invocations_by_created_id",  # from 0006, in place of invocations_by_created
             "invocations_by_key",  # from 0003
             "invocations_by_parent",
+            "invocations_by_service",  # from 0006
+            "invocations_ended",  # from 0006
             "invocations_idempotency",
             "invocations_unfinished",
             "invocations_workflow_runs",  # from 0003
@@ -517,8 +519,11 @@ async def test_0004_upgrades_a_version_3_database_with_its_data(
         assert (foreign_keys, dangling) == (1, [])
         assert "invocations_new" not in tables and "attempts_new" not in tables
         # Every index of the invocations table is back; only the unfinished one changed, gaining 'paused'.
-        assert set(indices) == set(indices_v3)
-        assert {name for name in indices if indices[name] != indices_v3[name]} == {"invocations_unfinished"}
+        # (0006 replaced the index of the creation time and added those of the admin API's listing.)
+        admin_listing = {"invocations_by_created_id", "invocations_by_service", "invocations_ended"}
+        assert set(indices) == set(indices_v3) - {"invocations_by_created"} | admin_listing
+        changed = {name for name in indices if name not in admin_listing and indices[name] != indices_v3[name]}
+        assert changed == {"invocations_unfinished"}
         assert "'backing_off', 'paused')" in indices["invocations_unfinished"]
     finally:
         await store.close()
