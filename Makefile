@@ -25,7 +25,8 @@ run: $(VENV)/.installed
 	$(BIN)/python -m examples.run
 
 # The in-process end-to-end suites on PostgreSQL: every journal a test opens is a database of its own.
-PG_E2E := DURABLE_TEST_STORE=postgresql $(BIN)/pytest tests/e2e tests/examples tests/handler_sdk -q
+# Four workers: the run waits mostly on the server creating and dropping databases, not on the CPU.
+PG_E2E := DURABLE_TEST_STORE=postgresql $(BIN)/pytest tests/e2e tests/examples tests/handler_sdk -q -n 4
 PG_NOTE := DURABLE_TEST_POSTGRES_DSN is not set (e.g. postgresql://postgres@127.0.0.1:5432/test, as .ci/run sets it)
 
 ## make test: install the dev stack, then lint, type-check and run the whole test suite, then the
