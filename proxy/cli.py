@@ -170,6 +170,7 @@ async def _serve_async(
 
     from .app import PortDispatcher, Runtime
     from .callback_server import CallbackServer
+    from .logs import uvicorn_log_config
 
     ingress_port = ingress_sock.getsockname()[1]
     admin_port = admin_sock.getsockname()[1]
@@ -184,6 +185,7 @@ async def _serve_async(
             log_level=level,
             timeout_keep_alive=75,
             server_header=False,
+            log_config=uvicorn_log_config(settings.log_format),
         )
         server = uvicorn.Server(config)
         logging.getLogger("durable_proxy").info(

@@ -26,9 +26,10 @@ LogFormat = Literal["text", "json"]
 #: The ``text`` format.
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-#: The attributes every ``LogRecord`` has: anything else came from ``extra=``.
+#: The attributes every ``LogRecord`` has: anything else came from ``extra=``. Also left out:
+#: ``color_message``, the copy of its message with terminal colours that uvicorn adds.
 _STANDARD_ATTRIBUTES = frozenset(
-    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "taskName"]
+    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "taskName", "color_message"]
 )
 
 

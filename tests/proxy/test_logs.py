@@ -43,6 +43,12 @@ def test_a_json_line_without_extras_has_only_the_four_fields() -> None:
     assert set(json.loads(JsonFormatter().format(_record("hello")))) == {"time", "level", "logger", "message"}
 
 
+def test_uvicorn_s_coloured_copy_of_its_message_is_left_out() -> None:
+    record = _record("Started server process [%d]", 42, extra={"color_message": "Started \x1b[36m%d\x1b[0m"})
+    assert json.loads(JsonFormatter().format(record))["message"] == "Started server process [42]"
+    assert "color_message" not in json.loads(JsonFormatter().format(record))
+
+
 def test_an_exception_and_a_stack_stay_on_one_line() -> None:
     try:
         raise ValueError("bad\nvalue")
