@@ -62,7 +62,7 @@ from proxy.store.base import (
 __all__ = ["SQLStore"]
 
 
-def _verb_of(fn: Callable[..., object]) -> str:
+def verb_of(fn: Callable[..., object]) -> str:
     """The verb a write's function belongs to: ``SQLStore.append.<locals>.<lambda>`` -> ``append``."""
     return fn.__qualname__.split(".<locals>", 1)[0].rsplit(".", 1)[-1]
 
@@ -86,7 +86,7 @@ class SQLStore(JournalStore):
             return await self._transact(fn)
         start = perf_counter()
         result = await self._transact(fn)
-        observer(_verb_of(fn), perf_counter() - start)
+        observer(verb_of(fn), perf_counter() - start)
         return result
 
     @abc.abstractmethod

@@ -49,7 +49,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from proxy.store import _ops_deployments as deployments, redacted
-from proxy.store._sql_store import SQLStore
+from proxy.store._sql_store import SQLStore, verb_of
 from proxy.store._sqlite_writer import StoreClosedError
 from proxy.store._tx import Dialect, Row, Tx
 from proxy.store.base import AppendResult, Broadcast, Deployment, Effects, RemovedDeployment, StoreUnavailable
@@ -271,7 +271,7 @@ class PostgresStore(SQLStore):
             try:
                 async with pool.acquire() as conn, conn.transaction():
                     result = await fn(PostgresTx(conn))
-                    await self._announce(conn, result)
+                    await self._announce(conn, fn, result)
                 return result
             except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
                 # Lost a race with a concurrent transaction; nothing of this one was committed.
@@ -287,11 +287,13 @@ class PostgresStore(SQLStore):
                 raise unavailable from exc
         raise AssertionError("unreachable")
 
-    async def _announce(self, conn: Connection, result: object) -> None:
+    async def _announce(self, conn: Connection, fn: Callable[..., object], result: object) -> None:
         """Inside the write's transaction: tell the other instances what it did that concerns them."""
         effects = _effects_of(result)
-        changed = isinstance(result, Deployment) or (
-            isinstance(result, RemovedDeployment) and result.outcome == "removed"
+        changed = (
+            isinstance(result, Deployment)
+            or (isinstance(result, RemovedDeployment) and result.outcome == "removed")
+            or (result is True and verb_of(fn) == "remove_endpoint")
         )
         if not changed and (effects is None or not (effects.ended or effects.notified)):
             return
@@ -299,14 +301,6 @@ class PostgresStore(SQLStore):
         notified = [] if effects is None else effects.notified
         for message in _messages(self.instance_id, ended, notified, changed):
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, message)
-
-    async def remove_endpoint(self, uri: str) -> bool:
-        removed = await super().remove_endpoint(uri)
-        if removed:
-            async with self._open_pool().acquire() as conn:
-                for message in _messages(self.instance_id, [], [], True):
-                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, message)
-        return removed
 
     async def subscribe(self, on_broadcast: Callable[[Broadcast], None], on_gap: Callable[[], None]) -> None:
         if self._subscriber is not None:

@@ -185,10 +185,13 @@ async def test_instances_hear_the_ends_and_completions_committed_by_others(datab
         assert outcome == "completed"
         assert await b.complete("inv-1", attempt, b'"done"', 1_300) is not None
         await b.register_deployment("dp-x", "http://h9", b'{"protocol_version":1,"services":[]}', 1_400)
-        got = [await asyncio.wait_for(heard.get(), timeout=5) for _ in range(3)]
+        assert await b.remove_endpoint("http://h9")
+        assert not await b.remove_endpoint("http://h9")  # nothing changed: nothing to tell
+        got = [await asyncio.wait_for(heard.get(), timeout=5) for _ in range(4)]
         assert [(m.sender, m.notified, m.ended, m.deployments) for m in got] == [
             ("proxy-b", ["inv-1"], [], False),
             ("proxy-b", [], ["inv-1"], False),
+            ("proxy-b", [], [], True),
             ("proxy-b", [], [], True),
         ]
         # A commit of a's reaches b (so b is listening), and b never heard its own commits.
