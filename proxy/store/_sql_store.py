@@ -63,8 +63,18 @@ __all__ = ["SQLStore"]
 
 
 def verb_of(fn: Callable[..., object]) -> str:
-    """The verb a write's function belongs to: ``SQLStore.append.<locals>.<lambda>`` -> ``append``."""
-    return fn.__qualname__.split(".<locals>", 1)[0].rsplit(".", 1)[-1]
+    """The verb a write's function belongs to: ``SQLStore.append.<locals>.<lambda>`` -> ``append``.
+    Remembered per code object (one per lambda in the source), as it is asked after every write."""
+    code = getattr(fn, "__code__", None)
+    verb = _verbs.get(code) if code is not None else None
+    if verb is None:
+        verb = fn.__qualname__.split(".<locals>", 1)[0].rsplit(".", 1)[-1]
+        if code is not None:
+            _verbs[code] = verb
+    return verb
+
+
+_verbs: dict[object, str] = {}
 
 
 T = TypeVar("T")
