@@ -131,12 +131,19 @@ class Progress:
     """A counter on ``stream``: one line rewritten in place on a terminal; otherwise a line every
     ``every_s`` seconds (none at all for work that is over before then), so logs stay readable."""
 
-    def __init__(self, render: Callable[[int], str], stream: TextIO | None = None, every_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        render: Callable[[int], str],
+        stream: TextIO | None = None,
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._render = render
         self._stream = stream if stream is not None else sys.stderr
         self._tty = _isatty(self._stream)
         self._every_s = every_s
-        self._last = time.monotonic()
+        self._clock = clock
+        self._last = clock()
         self._shown = False
 
     def update(self, count: int) -> None:
@@ -144,10 +151,10 @@ class Progress:
             self._stream.write("\r\x1b[2K" + self._render(count))
             self._stream.flush()
             self._shown = True
-        elif time.monotonic() - self._last >= self._every_s:
+        elif self._clock() - self._last >= self._every_s:
             self._stream.write(self._render(count) + "\n")
             self._stream.flush()
-            self._last = time.monotonic()
+            self._last = self._clock()
 
     def close(self) -> None:
         """Clear the line being rewritten, so the final message starts on a fresh line."""

@@ -570,11 +570,12 @@ def test_progress_rewrites_one_line_on_a_terminal_and_prints_lines_elsewhere() -
     assert terminal.getvalue() == "\r\x1b[2K10 purged\r\x1b[2K20 purged\r\x1b[2K30 purged\r\x1b[2K"
 
     log = io.StringIO()
-    periodic = Progress(lambda n: f"{n} purged", log, every_s=0.05)
+    now = [100.0]
+    periodic = Progress(lambda n: f"{n} purged", log, every_s=5.0, clock=lambda: now[0])
     periodic.update(10)  # too soon for a line
-    time.sleep(0.06)
+    now[0] += 5.0
     periodic.update(20)
-    periodic.update(30)
+    periodic.update(30)  # too soon after the last line
     periodic.close()
     assert log.getvalue() == "20 purged\n"
 
@@ -582,7 +583,10 @@ def test_progress_rewrites_one_line_on_a_terminal_and_prints_lines_elsewhere() -
 def test_spinner_only_on_a_terminal() -> None:
     terminal = FakeTerminal()
     with Spinner("waiting for inv_x", terminal, status=lambda: "suspended, attempt 1"):
-        time.sleep(0.25)
+        deadline = time.monotonic() + 10
+        while "suspended, attempt 1" not in terminal.getvalue():  # the spinner's thread draws it
+            assert time.monotonic() < deadline, "the spinner never drew its line"
+            time.sleep(0.01)
     shown = terminal.getvalue()
     assert "waiting for inv_x (" in shown and "suspended, attempt 1" in shown
     assert shown.endswith("\r\x1b[2K"), "the line is cleared at the end"
